@@ -1,0 +1,321 @@
+"""The engine's async API: one method per Lua script, typed results, one infrastructure error."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from collections.abc import Sequence
+from typing import Any
+
+from redis.commands.core import AsyncScript
+from redis.exceptions import RedisError
+
+from engine import keys
+from engine.batcher import ScriptBatcher
+from engine.connection import RedisClient, hgetall, smembers
+from engine.errors import EngineUnavailable, InvalidInput
+from engine.results import (
+    AdjustResult,
+    Code,
+    ExtendResult,
+    HoldOutcome,
+    HoldView,
+    LoadResult,
+    ReserveResult,
+    SaleState,
+    SkuStock,
+    SupplierStock,
+    SweepResult,
+    parse_allocations,
+)
+from engine.sale import MAX_UNITS, SaleConfig
+from engine.scripts import Scripts
+from engine.settings import Settings
+from engine.validation import check_cart, check_id, check_int, check_status
+
+
+class Engine:
+    """Reserve, confirm, release, extend, sweep, adjust, load and read sales held in Redis."""
+
+    def __init__(self, client: RedisClient, settings: Settings, *, batching: bool = True) -> None:
+        self.client = client
+        self.settings = settings
+        self.scripts = Scripts.register(client)
+        self.batcher = ScriptBatcher(client) if batching else None
+        self._retention_ms = settings.hold_retention_s * 1000
+        self._idem_ttl_ms = settings.idempotency_ttl_s * 1000
+        self._offset_ms = 0
+
+    def advance_clock(self, delta_ms: int) -> None:
+        """Shift the scripts' clock forward; only when FLASHSALE_TEST_CLOCK is on."""
+        if not self.settings.test_clock:
+            raise RuntimeError("the test clock is off (FLASHSALE_TEST_CLOCK)")
+        self._offset_ms += delta_ms
+
+    async def _run(self, script: AsyncScript, keys_: Sequence[str], args: Sequence[Any]) -> Any:
+        if self.batcher is not None:
+            return await self.batcher.call(script, keys_, args)
+        try:
+            return await script(keys=keys_, args=args)
+        except RedisError as exc:
+            raise EngineUnavailable(f"redis call failed: {exc}") from exc
+
+    async def load_sale(self, config: SaleConfig) -> LoadResult:
+        config.validate()
+        sid = config.sale_id
+        stock_keys = [keys.stock(sid, item.sku) for item in config.items]
+        reply = await self._run(
+            self.scripts.load_sale,
+            [keys.sale(sid), keys.skus(sid), *stock_keys],
+            [keys.prefix(sid), *config.load_args()],
+        )
+        code = Code(reply[0])
+        if code in (Code.OK, Code.ALREADY_LOADED):
+            await self._index_sale(sid)
+        if code is Code.STOCK_COMMITTED:
+            return LoadResult(code, sku=reply[1], supplier=reply[2])
+        return LoadResult(code, version=int(reply[1]))
+
+    async def _index_sale(self, sale_id: str) -> None:
+        try:
+            await self.client.sadd(keys.sales_index(), sale_id)
+        except RedisError as exc:
+            raise EngineUnavailable(f"redis call failed: {exc}") from exc
+
+    async def sale_ids(self) -> list[str]:
+        """Every sale loaded into this Redis (sweeper and reconciler walk it)."""
+        try:
+            members = await smembers(self.client, keys.sales_index())
+        except RedisError as exc:
+            raise EngineUnavailable(f"redis call failed: {exc}") from exc
+        return sorted(members)
+
+    async def set_status(self, sale_id: str, status: str) -> tuple[Code, str]:
+        """Returns the code and the status the sale had before."""
+        check_id("sale_id", sale_id)
+        check_status(status)
+        reply = await self._run(
+            self.scripts.set_status, [keys.sale(sale_id)], [status, self._offset_ms]
+        )
+        return Code(reply[0]), reply[1] if len(reply) > 1 else ""
+
+    async def reserve(
+        self,
+        sale_id: str,
+        customer_id: str,
+        lines: Sequence[tuple[str, int]],
+        idempotency_key: str | None = None,
+    ) -> ReserveResult:
+        check_id("sale_id", sale_id)
+        check_id("customer_id", customer_id)
+        if idempotency_key is not None:
+            check_id("idempotency_key", idempotency_key)
+        cart = check_cart(
+            lines, max_lines=self.settings.max_cart_lines, max_qty=self.settings.max_line_qty
+        )
+        hold_id = secrets.token_urlsafe(12)
+        idem = idempotency_key or ""
+        script_keys = [
+            keys.sale(sale_id),
+            keys.holds(sale_id),
+            keys.user(sale_id, customer_id),
+            keys.idem(sale_id, idem),
+            keys.hold(sale_id, hold_id),
+            *(keys.stock(sale_id, sku) for sku, _ in cart),
+        ]
+        args: list[str | int] = [
+            keys.prefix(sale_id),
+            hold_id,
+            customer_id,
+            idem,
+            _fingerprint(customer_id, cart) if idem else "",
+            self._offset_ms,
+            self.settings.reclaim_batch,
+            self._retention_ms,
+            self._idem_ttl_ms,
+        ]
+        for sku, qty in cart:
+            args += [sku, qty]
+        return _reserve_result(await self._run(self.scripts.reserve, script_keys, args))
+
+    async def confirm(self, sale_id: str, hold_id: str, payment_ref: str = "") -> HoldOutcome:
+        check_id("sale_id", sale_id)
+        check_id("hold_id", hold_id)
+        if not isinstance(payment_ref, str) or len(payment_ref) > 512:
+            raise InvalidInput("payment_ref", "must be a string of at most 512 characters")
+        reply = await self._run(
+            self.scripts.confirm,
+            [keys.hold(sale_id, hold_id), keys.holds(sale_id), keys.events(sale_id)],
+            [keys.prefix(sale_id), hold_id, self._offset_ms, self._retention_ms, payment_ref],
+        )
+        code = Code(reply[0])
+        if code is Code.OK:
+            return HoldOutcome(code, reply[1], bool(reply[3]), int(reply[2] or 0))
+        return HoldOutcome(code, reply[1] if len(reply) > 1 else "")
+
+    async def release(self, sale_id: str, hold_id: str) -> HoldOutcome:
+        return await self._release(sale_id, hold_id, "release", "")
+
+    async def compensate(self, sale_id: str, hold_id: str, reason: str) -> HoldOutcome:
+        """Undo a confirmed hold (payment failed): sold units go back on sale."""
+        if not isinstance(reason, str) or len(reason) > 512:
+            raise InvalidInput("reason", "must be a string of at most 512 characters")
+        return await self._release(sale_id, hold_id, "compensate", reason)
+
+    async def _release(self, sale_id: str, hold_id: str, mode: str, reason: str) -> HoldOutcome:
+        check_id("sale_id", sale_id)
+        check_id("hold_id", hold_id)
+        reply = await self._run(
+            self.scripts.release,
+            [keys.hold(sale_id, hold_id), keys.holds(sale_id), keys.events(sale_id)],
+            [keys.prefix(sale_id), hold_id, self._offset_ms, self._retention_ms, mode, reason],
+        )
+        code = Code(reply[0])
+        if code is Code.OK:
+            return HoldOutcome(code, reply[1], bool(reply[2]))
+        return HoldOutcome(code, reply[1] if len(reply) > 1 else "")
+
+    async def extend(self, sale_id: str, hold_id: str) -> ExtendResult:
+        check_id("sale_id", sale_id)
+        check_id("hold_id", hold_id)
+        reply = await self._run(
+            self.scripts.extend,
+            [keys.hold(sale_id, hold_id), keys.holds(sale_id), keys.sale(sale_id)],
+            [keys.prefix(sale_id), hold_id, self._offset_ms, self._retention_ms],
+        )
+        code = Code(reply[0])
+        if code in (Code.OK, Code.ALREADY_EXTENDED):
+            return ExtendResult(code, expires_at_ms=int(reply[1]))
+        return ExtendResult(code, status=reply[1] if len(reply) > 1 else "")
+
+    async def sweep(self, sale_id: str, limit: int | None = None) -> SweepResult:
+        check_id("sale_id", sale_id)
+        batch = check_int(
+            "limit", self.settings.sweep_batch if limit is None else limit, 1, 100_000
+        )
+        reply = await self._run(
+            self.scripts.sweep,
+            [keys.holds(sale_id), keys.events(sale_id)],
+            [keys.prefix(sale_id), self._offset_ms, batch, self._retention_ms],
+        )
+        return SweepResult(int(reply[0]), bool(reply[1]))
+
+    async def adjust(
+        self, sale_id: str, sku: str, supplier_id: str, delta: int, reason: str = ""
+    ) -> AdjustResult:
+        check_id("sale_id", sale_id)
+        check_id("sku", sku)
+        check_id("supplier_id", supplier_id)
+        check_int("delta", delta, -MAX_UNITS, MAX_UNITS)
+        if not isinstance(reason, str) or len(reason) > 512:
+            raise InvalidInput("reason", "must be a string of at most 512 characters")
+        reply = await self._run(
+            self.scripts.adjust,
+            [keys.stock(sale_id, sku), keys.events(sale_id)],
+            [keys.prefix(sale_id), sku, supplier_id, delta, self._offset_ms, reason],
+        )
+        code = Code(reply[0])
+        if code is not Code.OK:
+            return AdjustResult(code)
+        return AdjustResult(code, int(reply[1]), int(reply[2]), int(reply[3]))
+
+    async def stock(self, sale_id: str) -> SaleState | None:
+        """One consistent snapshot of a sale's config and stock; None for an unknown sale."""
+        check_id("sale_id", sale_id)
+        reply = await self._run(
+            self.scripts.stock,
+            [keys.sale(sale_id), keys.skus(sale_id), keys.holds(sale_id)],
+            [keys.prefix(sale_id), self._offset_ms],
+        )
+        return _sale_state(sale_id, reply) if reply else None
+
+    async def get_hold(self, sale_id: str, hold_id: str) -> HoldView | None:
+        check_id("sale_id", sale_id)
+        check_id("hold_id", hold_id)
+        try:
+            h = await hgetall(self.client, keys.hold(sale_id, hold_id))
+        except RedisError as exc:
+            raise EngineUnavailable(f"redis call failed: {exc}") from exc
+        if not h:
+            return None
+        return HoldView(
+            hold_id=hold_id,
+            customer_id=h["user"],
+            status=h["status"],
+            expires_at_ms=int(h["expires_at_ms"]),
+            created_at_ms=int(h["created_at_ms"]),
+            extended=h.get("extended") == "1",
+            allocations=parse_allocations(h["lines"]),
+            confirmed_at_ms=int(h.get("confirmed_at_ms", 0)),
+        )
+
+
+def _fingerprint(customer_id: str, cart: list[tuple[str, int]]) -> str:
+    body = customer_id + "|" + ",".join(f"{sku}:{qty}" for sku, qty in sorted(cart))
+    return hashlib.blake2b(body.encode(), digest_size=12).hexdigest()
+
+
+def _reserve_result(reply: list[Any]) -> ReserveResult:
+    code = Code(reply[0]) if reply[0] != "INVALID" else None
+    if code is None:
+        raise InvalidInput("items", str(reply[1]))
+    if code is Code.OK:
+        return ReserveResult(
+            code,
+            hold_id=reply[1],
+            expires_at_ms=int(reply[2]),
+            allocations=parse_allocations(reply[3]),
+            replay=bool(reply[4]),
+        )
+    if code in (Code.SOLD_OUT, Code.LIMIT_EXCEEDED):
+        return ReserveResult(code, sku=reply[1], units=int(reply[2]))
+    if code is Code.UNKNOWN_SKU:
+        return ReserveResult(code, sku=reply[1])
+    return ReserveResult(code, detail=str(reply[1]) if len(reply) > 1 else "")
+
+
+def _ints(flat: list[str]) -> dict[str, str]:
+    return dict(zip(flat[::2], flat[1::2], strict=True))
+
+
+def _sku_stock(sku: str, flat: list[str]) -> SkuStock:
+    h = _ints(flat)
+    sups = tuple(
+        SupplierStock(
+            supplier=sup,
+            loaded=int(h.get(f"loaded:{sup}", 0)),
+            adjusted=int(h.get(f"adj:{sup}", 0)),
+            available=int(h.get(f"avail:{sup}", 0)),
+            reserved=int(h.get(f"resv:{sup}", 0)),
+            sold=int(h.get(f"sold:{sup}", 0)),
+        )
+        for sup in h.get("suppliers", "").split(",")
+        if sup
+    )
+    return SkuStock(
+        sku=sku,
+        loaded=int(h.get("loaded", 0)),
+        adjusted=int(h.get("adjusted", 0)),
+        available=int(h.get("available", 0)),
+        reserved=int(h.get("reserved", 0)),
+        sold=int(h.get("sold", 0)),
+        suppliers=sups,
+    )
+
+
+def _sale_state(sale_id: str, reply: list[Any]) -> SaleState:
+    sale = _ints(reply[0])
+    skus = tuple(_sku_stock(reply[i], reply[i + 1]) for i in range(3, len(reply), 2))
+    return SaleState(
+        sale_id=sale_id,
+        status=sale.get("status", ""),
+        version=int(sale.get("version", 0)),
+        starts_at_ms=int(sale.get("starts_at_ms", 0)),
+        ends_at_ms=int(sale.get("ends_at_ms", 0)),
+        hold_ttl_ms=int(sale.get("hold_ttl_ms", 0)),
+        extend_ms=int(sale.get("extend_ms", 0)),
+        per_user_limit=int(sale.get("per_user_limit", 0)),
+        now_ms=int(reply[1]),
+        open_holds=int(reply[2]),
+        skus=skus,
+    )

@@ -1,0 +1,38 @@
+"""Builds the redis-py asyncio client for a single Redis or a Redis Cluster from a URL."""
+
+from __future__ import annotations
+
+from typing import cast
+
+from redis.asyncio import BlockingConnectionPool, Redis, RedisCluster
+
+RedisClient = Redis | RedisCluster
+
+
+def connect(url: str, *, cluster: bool = False, max_connections: int = 64) -> RedisClient:
+    """A client with str replies; `cluster` picks RedisCluster (the URL names any one node).
+    The single-node pool blocks (up to 5 s) when all connections are busy instead of failing,
+    so a burst of callers queues rather than erroring."""
+    if cluster:
+        return RedisCluster.from_url(url, decode_responses=True, max_connections=max_connections)
+    pool = BlockingConnectionPool.from_url(
+        url,
+        decode_responses=True,
+        max_connections=max_connections,
+        timeout=5,
+        health_check_interval=30,
+    )
+    return Redis(connection_pool=pool)
+
+
+# Typed reads: the clients above always decode replies to str, which redis-py's stubs can't know.
+async def hgetall(client: RedisClient, key: str) -> dict[str, str]:
+    return cast(dict[str, str], await client.hgetall(key))
+
+
+async def smembers(client: RedisClient, key: str) -> set[str]:
+    return cast(set[str], await client.smembers(key))
+
+
+async def zrange_scores(client: RedisClient, key: str) -> list[tuple[str, float]]:
+    return cast(list[tuple[str, float]], await client.zrange(key, 0, -1, withscores=True))

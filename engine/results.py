@@ -1,0 +1,150 @@
+"""Typed answers of the engine: business outcomes are values with a Code, never exceptions."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+
+class Code(StrEnum):
+    OK = "OK"
+    SOLD_OUT = "SOLD_OUT"
+    LIMIT_EXCEEDED = "LIMIT_EXCEEDED"
+    SALE_NOT_OPEN = "SALE_NOT_OPEN"
+    UNKNOWN_SALE = "UNKNOWN_SALE"
+    UNKNOWN_SKU = "UNKNOWN_SKU"
+    UNKNOWN_SUPPLIER = "UNKNOWN_SUPPLIER"
+    UNKNOWN_HOLD = "UNKNOWN_HOLD"
+    HOLD_EXPIRED = "HOLD_EXPIRED"
+    HOLD_RELEASED = "HOLD_RELEASED"
+    HOLD_CONFIRMED = "HOLD_CONFIRMED"
+    NOT_CONFIRMED = "NOT_CONFIRMED"
+    ALREADY_EXTENDED = "ALREADY_EXTENDED"
+    IDEMPOTENCY_CONFLICT = "IDEMPOTENCY_CONFLICT"
+    ALREADY_LOADED = "ALREADY_LOADED"
+    STALE_VERSION = "STALE_VERSION"
+    STOCK_COMMITTED = "STOCK_COMMITTED"
+    BAD_TRANSITION = "BAD_TRANSITION"
+
+
+@dataclass(frozen=True, slots=True)
+class Allocation:
+    sku: str
+    supplier: str
+    qty: int
+
+
+def parse_allocations(lines: str) -> tuple[Allocation, ...]:
+    """Decode a hold's `sku:supplier:qty,...` string (the format of lua/_shared.lua)."""
+    out = []
+    for part in lines.split(","):
+        if part:
+            sku, supplier, qty = part.split(":")
+            out.append(Allocation(sku, supplier, int(qty)))
+    return tuple(out)
+
+
+@dataclass(frozen=True, slots=True)
+class ReserveResult:
+    code: Code
+    hold_id: str = ""
+    expires_at_ms: int = 0
+    allocations: tuple[Allocation, ...] = ()
+    replay: bool = False
+    sku: str = ""
+    units: int = 0  # SOLD_OUT: units available; LIMIT_EXCEEDED: units the customer already has
+    detail: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.code is Code.OK
+
+
+@dataclass(frozen=True, slots=True)
+class HoldOutcome:
+    """Answer of confirm, release, compensate: the hold's status after the call."""
+
+    code: Code
+    status: str = ""
+    replay: bool = False
+    at_ms: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ExtendResult:
+    code: Code
+    expires_at_ms: int = 0
+    status: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class SweepResult:
+    expired: int
+    more: bool
+
+
+@dataclass(frozen=True, slots=True)
+class AdjustResult:
+    code: Code
+    applied: int = 0
+    shortfall: int = 0
+    available: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class LoadResult:
+    code: Code
+    version: int = 0
+    sku: str = ""
+    supplier: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class SupplierStock:
+    supplier: str
+    loaded: int
+    adjusted: int
+    available: int
+    reserved: int
+    sold: int
+
+
+@dataclass(frozen=True, slots=True)
+class SkuStock:
+    sku: str
+    loaded: int
+    adjusted: int
+    available: int
+    reserved: int
+    sold: int
+    suppliers: tuple[SupplierStock, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class SaleState:
+    sale_id: str
+    status: str
+    version: int
+    starts_at_ms: int
+    ends_at_ms: int
+    hold_ttl_ms: int
+    extend_ms: int
+    per_user_limit: int
+    now_ms: int
+    open_holds: int
+    skus: tuple[SkuStock, ...] = field(default_factory=tuple)
+
+    def sku(self, sku: str) -> SkuStock:
+        return next(s for s in self.skus if s.sku == sku)
+
+
+@dataclass(frozen=True, slots=True)
+class HoldView:
+    hold_id: str
+    customer_id: str
+    status: str
+    expires_at_ms: int
+    created_at_ms: int
+    extended: bool
+    allocations: tuple[Allocation, ...]
+    confirmed_at_ms: int = 0

@@ -1,0 +1,1 @@
+"""The HTTP gateway: checkout hot path, waiting room, admin API, metrics."""

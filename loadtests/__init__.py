@@ -1,0 +1,1 @@
+"""Locust scenarios, the benchmark harness and the post-run audit."""

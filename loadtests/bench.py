@@ -1,0 +1,185 @@
+"""`flashsale bench`: measured ratios against a baseline from the same run on the same machine."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import platform
+import re
+import shutil
+import statistics
+import subprocess
+import time
+from dataclasses import dataclass
+
+from engine import Engine, ItemConfig, SaleConfig, Settings, SupplierStockConfig, keys, services
+from engine.connection import connect
+from engine.scripts import source
+
+BENCH_SALE = "bench-engine"
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    name: str
+    requests_per_s: float
+    p50_ms: float | None = None
+    p99_ms: float | None = None
+
+
+def machine() -> str:
+    cores = len(__import__("os").sched_getaffinity(0))
+    return f"{platform.machine()}, {cores} cores, Python {platform.python_version()}"
+
+
+def print_table(title: str, rows: list[Row], baseline: Row) -> None:
+    print(f"\n{title}  ({machine()})")
+    print(f"| {'path':<44} | {'req/s':>9} | {'p50 ms':>7} | {'p99 ms':>7} | {'ratio':>6} |")
+    print(f"|{'-' * 46}|{'-' * 11}|{'-' * 9}|{'-' * 9}|{'-' * 8}|")
+    for r in rows:
+        p50 = f"{r.p50_ms:.2f}" if r.p50_ms is not None else "-"
+        p99 = f"{r.p99_ms:.2f}" if r.p99_ms is not None else "-"
+        ratio = r.requests_per_s / baseline.requests_per_s
+        print(f"| {r.name:<44} | {r.requests_per_s:>9.0f} | {p50:>7} | {p99:>7} | {ratio:>6.2f} |")
+
+
+async def _load_bench_sale(engine: Engine) -> None:
+    await engine.client.delete(
+        *[
+            k
+            async for k in engine.client.scan_iter(
+                match=keys.prefix(BENCH_SALE) + "*", count=10_000
+            )
+        ]
+        or ["-"]
+    )
+    item = ItemConfig(
+        "hot",
+        100,
+        (SupplierStockConfig("p", 10**12 // 2), SupplierStockConfig("q", 10**12 // 2, priority=1)),
+    )
+    config = SaleConfig(BENCH_SALE, 1, 0, 0, 3_600_000, 0, (item,))
+    result = await engine.load_sale(config)
+    if result.code != "OK":
+        raise RuntimeError(f"bench sale did not load: {result}")
+    await engine.set_status(BENCH_SALE, "open")
+
+
+def _redis_benchmark(settings: Settings, port: int, requests: int, concurrency: int) -> Row:
+    """redis-benchmark calling the very script the engine runs, with the engine's key shapes."""
+    exe = shutil.which("redis-benchmark")
+    if exe is None:
+        raise RuntimeError("redis-benchmark is missing (Debian package redis-tools)")
+    sha = subprocess.run(
+        ["redis-cli", "-p", str(port), "SCRIPT", "LOAD", source("reserve")],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    s = BENCH_SALE
+    script_keys = [
+        keys.sale(s),
+        keys.holds(s),
+        keys.user(s, "bench"),
+        keys.idem(s, ""),
+        keys.hold(s, "rb-__rand_int__"),
+        keys.stock(s, "hot"),
+    ]
+    args = [
+        keys.prefix(s),
+        "rb-__rand_int__",
+        "bench",
+        "",
+        "fp",
+        "0",
+        str(settings.reclaim_batch),
+        "86400000",
+        "86400000",
+        "hot",
+        "1",
+    ]
+    cmd = [
+        exe,
+        "-p",
+        str(port),
+        "-n",
+        str(requests),
+        "-c",
+        str(concurrency),
+        "-r",
+        "1000000000000",
+        "-q",
+        "EVALSHA",
+        sha,
+        str(len(script_keys)),
+        *script_keys,
+        *args,
+    ]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    match = re.search(r"([\d.]+) requests per second, p50=([\d.]+) msec", out)
+    if match is None:
+        raise RuntimeError(f"could not read redis-benchmark output: {out!r}")
+    p99 = re.search(r"p99=([\d.]+)", out)
+    return Row(
+        "redis-benchmark EVALSHA reserve.lua",
+        float(match[1]),
+        float(match[2]),
+        float(p99[1]) if p99 else None,
+    )
+
+
+async def _engine_side(engine: Engine, name: str, requests: int, concurrency: int) -> Row:
+    latencies: list[float] = []
+    left = requests
+
+    async def shopper() -> None:
+        nonlocal left
+        while left > 0:
+            left -= 1
+            start = time.perf_counter()
+            result = await engine.reserve(BENCH_SALE, "bench", [("hot", 1)])
+            latencies.append(time.perf_counter() - start)
+            if not result.ok:
+                raise RuntimeError(f"bench reservation failed: {result}")
+
+    start = time.perf_counter()
+    await asyncio.gather(*(shopper() for _ in range(concurrency)))
+    elapsed = time.perf_counter() - start
+    q = statistics.quantiles(latencies, n=100)
+    return Row(name, len(latencies) / elapsed, q[49] * 1000, q[98] * 1000)
+
+
+async def bench_engine(settings: Settings, requests: int, concurrency: int) -> list[Row]:
+    urls = services.up(settings, log=lambda _line: None)
+    url = urls["FLASHSALE_REDIS_URL"]
+    port = int(url.rsplit(":", 1)[1].split("/")[0])
+    client = connect(url, max_connections=concurrency + 8)
+    batched = Engine(client, settings)
+    unbatched = Engine(client, settings, batching=False)
+    await _load_bench_sale(batched)
+    await _engine_side(batched, "warm-up", min(requests, 5000), concurrency)
+    rows: dict[str, list[Row]] = {}
+    for _ in range(2):  # alternate the sides so neither always runs on the fuller zset
+        for row in (
+            await asyncio.to_thread(_redis_benchmark, settings, port, requests, concurrency),
+            await _engine_side(
+                batched, "engine.reserve (per-tick pipelines)", requests, concurrency
+            ),
+            await _engine_side(
+                unbatched, "engine.reserve (one EVALSHA per call)", requests // 4, concurrency
+            ),
+        ):
+            rows.setdefault(row.name, []).append(row)
+        done = ", ".join(f"{n} {r[-1].requests_per_s:.0f}/s" for n, r in rows.items())
+        print(f"  round done: {done}")
+    await client.aclose()
+    return [max(r, key=lambda x: x.requests_per_s) for r in rows.values()]
+
+
+async def run(settings: Settings, target: str, args: argparse.Namespace) -> int:
+    if target == "engine":
+        print(f"bench engine: {args.requests} reservations per side, {args.concurrency} concurrent")
+        rows = await bench_engine(settings, args.requests, args.concurrency)
+        print_table("engine reserve vs redis-benchmark (same script, same Redis)", rows, rows[0])
+        return 0
+    raise ValueError(f"unknown bench target {target}")

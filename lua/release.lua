@@ -1,0 +1,39 @@
+-- release: give a hold's units back. mode 'release' ends a held hold (the customer's choice);
+-- mode 'compensate' undoes a confirmed one (the saga's compensation when payment fails).
+-- KEYS[1] fs:{S}:hold:{id}   the hold's hash
+-- KEYS[2] fs:{S}:holds       zset hold_id -> expires_at_ms
+-- KEYS[3] fs:{S}:events      stream the reconciler reads
+-- ARGV[1] pfx            key prefix fs:{S}:
+-- ARGV[2] hold_id        the hold
+-- ARGV[3] offset_ms      test clock offset (0 in production)
+-- ARGV[4] retention_ms   how long an ended hold stays readable
+-- ARGV[5] mode           'release' | 'compensate'
+-- ARGV[6] reason         free text recorded on a compensation event
+-- Returns {'OK', status, replay(0|1)} | {'UNKNOWN_HOLD'} | {'HOLD_CONFIRMED', status}
+--   | {'NOT_CONFIRMED', status}
+local pfx = ARGV[1]
+local hold_id = ARGV[2]
+local offset_ms = tonumber(ARGV[3])
+local retention_ms = tonumber(ARGV[4])
+local mode = ARGV[5]
+local reason = ARGV[6]
+
+local h = redis.call('HMGET', KEYS[1], 'status', 'expires_at_ms', 'user', 'lines')
+if not h[1] then return { 'UNKNOWN_HOLD' } end
+local now = now_ms(offset_ms)
+local status = settle(pfx, hold_id, h[1], h[2], now, retention_ms)
+
+if mode == 'compensate' then
+  if status == 'compensated' then return { 'OK', status, 1 } end
+  if status ~= 'confirmed' then return { 'NOT_CONFIRMED', status } end
+  move_units(pfx, h[4], 'sold', 'avail')
+  uncount_customer(pfx, h[3], h[4])
+  redis.call('HSET', KEYS[1], 'status', 'compensated', 'ended_at_ms', now)
+  emit(pfx, 'compensated', hold_id, h[3], h[4], now, { 'reason', reason })
+  return { 'OK', 'compensated', 0 }
+end
+
+if status == 'confirmed' or status == 'compensated' then return { 'HOLD_CONFIRMED', status } end
+if status ~= 'held' then return { 'OK', status, h[1] == 'held' and 0 or 1 } end
+end_hold(pfx, hold_id, 'released', now, retention_ms)
+return { 'OK', 'released', 0 }

@@ -1,0 +1,1 @@
+"""The reconciler: event stream to PostgreSQL, hold sweeper, order saga."""

@@ -1,0 +1,69 @@
+"""Shared fixtures: the project's own services, clients for Redis, Redis Cluster and fakeredis."""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from collections.abc import AsyncIterator, Iterator
+
+import fakeredis
+import pytest
+
+from engine import Engine, Settings, load_settings, services
+from engine.connection import RedisClient, connect
+
+
+@pytest.fixture(scope="session")
+def settings() -> Settings:
+    return dataclasses.replace(load_settings(), test_clock=True, reclaim_batch=1000)
+
+
+@pytest.fixture(scope="session")
+def service_urls(settings: Settings) -> dict[str, str]:
+    """Starts (or finds) the private Redis, Redis Cluster and PostgreSQL once per session."""
+    return services.up(settings, log=lambda _line: None)
+
+
+@pytest.fixture
+def sale_id(request: pytest.FixtureRequest) -> str:
+    name = "".join(c if c.isalnum() else "-" for c in request.node.name)[:40]
+    return f"{name}-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+async def redis_client(service_urls: dict[str, str]) -> AsyncIterator[RedisClient]:
+    client = connect(service_urls["FLASHSALE_REDIS_URL"])
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+async def cluster_client(service_urls: dict[str, str]) -> AsyncIterator[RedisClient]:
+    client = connect(service_urls["FLASHSALE_REDIS_CLUSTER_URL"], cluster=True)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+def fake_server() -> Iterator[fakeredis.FakeServer]:
+    yield fakeredis.FakeServer()
+
+
+@pytest.fixture
+async def fake_client(fake_server: fakeredis.FakeServer) -> AsyncIterator[RedisClient]:
+    client = fakeredis.FakeAsyncRedis(server=fake_server, decode_responses=True)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture(params=["fakeredis", "redis", "cluster"])
+def backend(request: pytest.FixtureRequest) -> RedisClient:
+    """The same test against fakeredis, a real Redis and the real 3-master cluster."""
+    fixture = {"fakeredis": "fake_client", "redis": "redis_client", "cluster": "cluster_client"}
+    client: RedisClient = request.getfixturevalue(fixture[request.param])
+    return client
+
+
+@pytest.fixture
+def engine(backend: RedisClient, settings: Settings) -> Engine:
+    return Engine(backend, settings)

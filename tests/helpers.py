@@ -1,0 +1,66 @@
+"""Test helpers: sale configs, state snapshots, invariant assertions."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from engine import Engine, ItemConfig, SaleConfig, SupplierStockConfig
+from engine.connection import RedisClient, hgetall, smembers, zrange_scores
+from engine.invariants import check_sale
+from engine.results import SkuStock
+
+
+def sale_config(
+    sale_id: str,
+    stock: dict[str, list[tuple[str, int]]] | None = None,
+    *,
+    limit: int = 2,
+    hold_ttl_ms: int = 60_000,
+    version: int = 1,
+) -> SaleConfig:
+    """A sale open from the epoch; `stock` maps sku -> [(supplier, units)] in priority order."""
+    stock = stock or {"A": [("p", 60), ("q", 40)]}
+    items = tuple(
+        ItemConfig(
+            sku, 1000, tuple(SupplierStockConfig(s, n, 500, i) for i, (s, n) in enumerate(sups))
+        )
+        for sku, sups in stock.items()
+    )
+    return SaleConfig(sale_id, version, 0, 0, hold_ttl_ms, limit, items)
+
+
+async def open_sale(engine: Engine, config: SaleConfig) -> None:
+    result = await engine.load_sale(config)
+    assert result.code == "OK", result
+    code, _ = await engine.set_status(config.sale_id, "open")
+    assert code == "OK"
+
+
+async def assert_sound(engine: Engine, sale_id: str) -> None:
+    """Invariants 1, 2 and 4 of DESIGN.md hold for the sale."""
+    violations = await check_sale(engine, sale_id)
+    assert violations == [], violations
+
+
+async def snapshot(client: RedisClient, sale_id: str) -> dict[str, Any]:
+    """Every key of the sale with its full value, for 'state unchanged' checks."""
+    out: dict[str, Any] = {}
+    async for key in client.scan_iter(match=f"fs:{{{sale_id}}}:*", count=1000):
+        kind = await client.type(key)
+        if kind == "hash":
+            out[key] = await hgetall(client, key)
+        elif kind == "zset":
+            out[key] = await zrange_scores(client, key)
+        elif kind == "set":
+            out[key] = sorted(await smembers(client, key))
+        elif kind == "stream":
+            out[key] = await client.xrange(key)
+        else:
+            out[key] = await client.get(key)
+    return out
+
+
+async def sku_stock(engine: Engine, sale_id: str, sku: str) -> SkuStock:
+    state = await engine.stock(sale_id)
+    assert state is not None, f"sale {sale_id} not loaded"
+    return state.sku(sku)
