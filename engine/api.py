@@ -90,6 +90,25 @@ class Engine:
             raise EngineUnavailable(f"redis call failed: {exc}") from exc
         return sorted(members)
 
+    async def forget_sale(self, sale_id: str) -> int:
+        """Delete every Redis key of a sale (benchmark clean-up, recovery drills); returns how
+        many. All keys share the sale's slot, so one DEL per batch works on a cluster too."""
+        check_id("sale_id", sale_id)
+        deleted = 0
+        try:
+            batch: list[str] = []
+            async for key in self.client.scan_iter(match=keys.prefix(sale_id) + "*", count=1000):
+                batch.append(key)
+                if len(batch) == 500:
+                    deleted += await self.client.delete(*batch)
+                    batch = []
+            if batch:
+                deleted += await self.client.delete(*batch)
+            await self.client.srem(keys.sales_index(), sale_id)
+        except RedisError as exc:
+            raise EngineUnavailable(f"redis call failed: {exc}") from exc
+        return deleted
+
     async def set_status(self, sale_id: str, status: str) -> tuple[Code, str]:
         """Returns the code and the status the sale had before."""
         check_id("sale_id", sale_id)
@@ -105,6 +124,8 @@ class Engine:
         customer_id: str,
         lines: Sequence[tuple[str, int]],
         idempotency_key: str | None = None,
+        *,
+        admitted: bool = False,
     ) -> ReserveResult:
         check_id("sale_id", sale_id)
         check_id("customer_id", customer_id)
@@ -133,6 +154,7 @@ class Engine:
             self.settings.reclaim_batch,
             self._retention_ms,
             self._idem_ttl_ms,
+            int(admitted),
         ]
         for sku, qty in cart:
             args += [sku, qty]

@@ -25,6 +25,7 @@ class Code(StrEnum):
     STALE_VERSION = "STALE_VERSION"
     STOCK_COMMITTED = "STOCK_COMMITTED"
     BAD_TRANSITION = "BAD_TRANSITION"
+    NOT_ADMITTED = "NOT_ADMITTED"
 
 
 @dataclass(frozen=True, slots=True)

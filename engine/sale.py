@@ -40,6 +40,7 @@ class SaleConfig:
     per_user_limit: int  # units per customer per sku; 0 = no limit
     items: tuple[ItemConfig, ...]
     extend_ms: int = 0  # 0 = the hold TTL again
+    waiting_room: bool = False  # checkout needs an admission
 
     def validate(self) -> None:
         check_id("sale_id", self.sale_id)
@@ -84,6 +85,7 @@ class SaleConfig:
             self.hold_ttl_ms,
             self.extend_ms or self.hold_ttl_ms,
             self.per_user_limit,
+            int(self.waiting_room),
             len(self.items),
         ]
         for item in self.items:
@@ -91,3 +93,47 @@ class SaleConfig:
             for sup in item.by_priority():
                 args += [sup.supplier_id, sup.stock]
         return args
+
+
+@dataclass(frozen=True, slots=True)
+class WaitingRoomConfig:
+    enabled: bool = False
+    admit_rate_per_s: int = 50
+    max_active: int = 500
+    token_ttl_s: int = 300
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimitConfig:
+    """None = the settings' default; 0 turns that limit off."""
+
+    per_client_per_s: int | None = None
+    burst: int | None = None
+    per_sale_per_s: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SaleRecord:
+    """A sale as the admin API defines it and PostgreSQL stores it; Redis gets `to_config`."""
+
+    sale_id: str
+    name: str
+    starts_at_ms: int
+    ends_at_ms: int
+    hold_ttl_s: int
+    per_user_limit: int
+    items: tuple[ItemConfig, ...]
+    waiting_room: WaitingRoomConfig = WaitingRoomConfig()
+    rate_limit: RateLimitConfig = RateLimitConfig()
+
+    def to_config(self, version: int) -> SaleConfig:
+        return SaleConfig(
+            sale_id=self.sale_id,
+            version=version,
+            starts_at_ms=self.starts_at_ms,
+            ends_at_ms=self.ends_at_ms,
+            hold_ttl_ms=self.hold_ttl_s * 1000,
+            per_user_limit=self.per_user_limit,
+            items=self.items,
+            waiting_room=self.waiting_room.enabled,
+        )

@@ -122,7 +122,8 @@ def _missing(what: str, package: str) -> ServiceError:
     )
 
 
-def _binary(name: str, package: str) -> str:
+def require_binary(name: str, package: str) -> str:
+    """The path of a tool, installed from Debian's packages when missing and we are root."""
     found = shutil.which(name)
     if found is None and _install(package):
         found = shutil.which(name)
@@ -217,7 +218,7 @@ def _start_redis(name: str, port: int, workdir: Path, extra: Sequence[str], log:
     workdir.mkdir(parents=True, exist_ok=True)
     logfile = workdir / "redis.log"
     offset = logfile.stat().st_size if logfile.exists() else 0
-    server = _binary("redis-server", "redis-server")
+    server = require_binary("redis-server", "redis-server")
     done = _run([server, *_redis_args(port, workdir), *extra], timeout=30)
     # Stop waiting early when this start's log already says the daemon gave up.
     _wait(lambda: _ping(port) or _aborted(logfile, offset), _REDIS_TIMEOUT_S)
@@ -306,7 +307,7 @@ def _cluster_blank(port: int) -> bool:
 
 
 def _create_cluster(ports: Sequence[int], log: Log) -> None:
-    cli = _binary("redis-cli", "redis-server")
+    cli = require_binary("redis-cli", "redis-server")
     nodes = [f"{_HOST}:{port}" for port in ports]
     cmd = [cli, "--cluster", "create", *nodes, "--cluster-replicas", "0", "--cluster-yes"]
     done = _run(cmd, timeout=120)

@@ -16,6 +16,7 @@ class Settings:
 
     redis_url: str = ""
     redis_cluster_url: str = ""
+    redis_cluster: bool = False  # serve from the cluster at local_cluster_url
     database_url: str = ""
     admin_key: str = "dev-admin-key"
     token_secret: str = "dev-token-secret"
@@ -25,11 +26,13 @@ class Settings:
     postgres_port: int = 5441
     max_cart_lines: int = 10
     max_line_qty: int = 100
+    max_body_bytes: int = 16_384
     reclaim_batch: int = 8
     sweep_batch: int = 500
     hold_retention_s: int = 86_400
     idempotency_ttl_s: int = 86_400
     test_clock: bool = False
+    pg_pool_size: int = 10
 
     @property
     def local_redis_url(self) -> str:

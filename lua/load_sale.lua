@@ -11,8 +11,9 @@
 -- ARGV[5] hold_ttl_ms    hold lifetime
 -- ARGV[6] extend_ms      the one extension's length
 -- ARGV[7] per_user_limit units per customer per sku (0 = no limit)
--- ARGV[8] n_skus         count of skus that follow
--- ARGV[9..] per sku: sku, n_suppliers, then supplier, units for each supplier in priority order
+-- ARGV[8] waiting_room   1 when checkout needs a waiting-room admission, else 0
+-- ARGV[9] n_skus         count of skus that follow
+-- ARGV[10..] per sku: sku, n_suppliers, then supplier, units for each supplier in priority order
 -- Returns {'OK', version} | {'ALREADY_LOADED', version} | {'STALE_VERSION', version}
 --   | {'STOCK_COMMITTED', sku, supplier}
 local pfx = ARGV[1]
@@ -22,7 +23,8 @@ local ends_at_ms = ARGV[4]
 local hold_ttl_ms = ARGV[5]
 local extend_ms = ARGV[6]
 local per_user_limit = ARGV[7]
-local n_skus = tonumber(ARGV[8])
+local waiting_room = ARGV[8]
+local n_skus = tonumber(ARGV[9])
 
 local current = tonumber(redis.call('HGET', KEYS[1], 'version') or 0)
 if current == version then return { 'ALREADY_LOADED', version } end
@@ -30,7 +32,7 @@ if current > version then return { 'STALE_VERSION', current } end
 
 -- Read and check everything first; write only when the whole config fits.
 local plans, kept = {}, {}
-local at = 9
+local at = 10
 for i = 1, n_skus do
   local sku, n_sup = ARGV[at], tonumber(ARGV[at + 1])
   at = at + 2
@@ -95,5 +97,6 @@ for _, plan in ipairs(plans) do
 end
 redis.call('HSETNX', KEYS[1], 'status', 'scheduled')
 redis.call('HSET', KEYS[1], 'version', version, 'starts_at_ms', starts_at_ms, 'ends_at_ms', ends_at_ms,
-  'hold_ttl_ms', hold_ttl_ms, 'extend_ms', extend_ms, 'per_user_limit', per_user_limit)
+  'hold_ttl_ms', hold_ttl_ms, 'extend_ms', extend_ms, 'per_user_limit', per_user_limit,
+  'waiting_room', waiting_room)
 return { 'OK', version }

@@ -1,5 +1,6 @@
 -- reserve: place one hold on a cart of 1..N lines, all lines or none.
--- KEYS[1] fs:{S}:sale          sale hash (status, starts_at_ms, ends_at_ms, hold_ttl_ms, per_user_limit)
+-- KEYS[1] fs:{S}:sale          sale hash (status, starts_at_ms, ends_at_ms, hold_ttl_ms,
+--                               per_user_limit, waiting_room)
 -- KEYS[2] fs:{S}:holds         zset hold_id -> expires_at_ms
 -- KEYS[3] fs:{S}:user:{cust}   hash sku -> units held or bought by this customer
 -- KEYS[4] fs:{S}:idem:{key}    string hold_id (unused when ARGV[4] is '')
@@ -14,10 +15,11 @@
 -- ARGV[7] reclaim_limit  expired holds to release first (count)
 -- ARGV[8] retention_ms   how long an ended hold stays readable
 -- ARGV[9] idem_ttl_ms    lifetime of the idempotency key
--- ARGV[10..] sku, qty    pairs, one per line
+-- ARGV[10] admitted      1 when the caller verified a waiting-room admission for this sale
+-- ARGV[11..] sku, qty    pairs, one per line
 -- Returns {'OK', hold_id, expires_at_ms, lines, replay(0|1)} | {'SOLD_OUT', sku, available}
 --   | {'LIMIT_EXCEEDED', sku, units_already} | {'SALE_NOT_OPEN', status} | {'UNKNOWN_SALE'}
---   | {'UNKNOWN_SKU', sku} | {'IDEMPOTENCY_CONFLICT', hold_id} | {'INVALID', reason}
+--   | {'UNKNOWN_SKU', sku} | {'IDEMPOTENCY_CONFLICT', hold_id} | {'NOT_ADMITTED'} | {'INVALID', reason}
 local pfx = ARGV[1]
 local hold_id = ARGV[2]
 local customer = ARGV[3]
@@ -27,7 +29,8 @@ local offset_ms = tonumber(ARGV[6])
 local reclaim_limit = tonumber(ARGV[7])
 local retention_ms = tonumber(ARGV[8])
 local idem_ttl_ms = tonumber(ARGV[9])
-local n_lines = (#ARGV - 9) / 2
+local admitted = ARGV[10]
+local n_lines = (#ARGV - 10) / 2
 
 local now = now_ms(offset_ms)
 reclaim_expired(pfx, now, reclaim_limit, retention_ms)
@@ -44,7 +47,7 @@ if idem_key ~= '' then
 end
 
 local sale = redis.call('HMGET', KEYS[1], 'status', 'starts_at_ms', 'ends_at_ms', 'hold_ttl_ms',
-  'per_user_limit')
+  'per_user_limit', 'waiting_room')
 if not sale[1] then return { 'UNKNOWN_SALE' } end
 local status, ends_at_ms = sale[1], tonumber(sale[3])
 local started = status == 'open' or (status == 'scheduled' and now >= tonumber(sale[2]))
@@ -52,11 +55,12 @@ if not started or (ends_at_ms > 0 and now >= ends_at_ms) then
   return { 'SALE_NOT_OPEN', status }
 end
 local limit = tonumber(sale[5])
+if sale[6] == '1' and admitted ~= '1' then return { 'NOT_ADMITTED' } end
 
 -- Check every line before touching anything: all or nothing.
 local skus, qtys, stocks, seen = {}, {}, {}, {}
 for i = 1, n_lines do
-  local sku, qty = ARGV[8 + 2 * i], tonumber(ARGV[9 + 2 * i])
+  local sku, qty = ARGV[9 + 2 * i], tonumber(ARGV[10 + 2 * i])
   if seen[sku] or not qty or qty < 1 then return { 'INVALID', 'line ' .. i } end
   seen[sku] = true
   local s = redis.call('HMGET', KEYS[5 + i], 'available', 'reserved', 'suppliers')

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -93,3 +94,14 @@ async def test_answered_with_a_code(engine: Engine, sale_id: str, case: str) -> 
     code = result[0] if isinstance(result, tuple) else result.code
     assert code is expected
     assert await snapshot(engine.client, sale_id) == before
+
+
+async def test_waiting_room_sale_needs_an_admission(engine: Engine, sale_id: str) -> None:
+    config = dataclasses.replace(sale_config(sale_id), waiting_room=True)
+    await open_sale(engine, config)
+    before = await snapshot(engine.client, sale_id)
+    refused = await engine.reserve(sale_id, "c1", [("A", 1)])
+    assert refused.code is Code.NOT_ADMITTED
+    assert await snapshot(engine.client, sale_id) == before
+    admitted = await engine.reserve(sale_id, "c1", [("A", 1)], admitted=True)
+    assert admitted.ok

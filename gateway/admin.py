@@ -1,0 +1,145 @@
+"""Admin routes: create or replace a sale (PostgreSQL, then Redis), change status, read it live."""
+
+from __future__ import annotations
+
+import hmac
+from typing import Any
+
+from redis.exceptions import RedisError
+from starlette.requests import Request
+from starlette.responses import Response
+
+from engine import keys
+from engine.errors import EngineUnavailable
+from engine.results import Code, SaleState
+from gateway.checkout import unavailable
+from gateway.problems import Problem, from_code
+from gateway.responses import json_response, read_json
+from gateway.schemas import iso, parse_sale
+from gateway.state import GatewayState
+from reconciler import store
+
+STATUS_OF_ACTION = {"open": "open", "pause": "paused", "close": "closed"}
+
+
+class _Rollback(Exception):
+    def __init__(self, problem: Problem) -> None:
+        self.problem = problem
+
+
+def require_admin(request: Request) -> GatewayState:
+    state: GatewayState = request.app.state.gateway
+    given = request.headers.get("authorization", "")
+    expected = f"Bearer {state.settings.admin_key}"
+    if not hmac.compare_digest(given.encode(), expected.encode()):
+        raise Problem(
+            401,
+            "UNAUTHORIZED",
+            "admin routes need the admin bearer key",
+            {"WWW-Authenticate": "Bearer"},
+        )
+    return state
+
+
+async def put_sale(request: Request) -> Response:
+    state = require_admin(request)
+    record = parse_sale(request.path_params["sale"], await read_json(request, 1_048_576))
+    try:
+        async with state.pool.acquire() as conn, conn.transaction():
+            existed = await store.load_sale_record(conn, record.sale_id) is not None
+            version = await store.save_sale(conn, record)
+            # Redis inside the transaction: a refusal there rolls PostgreSQL back too.
+            result = await state.engine.load_sale(record.to_config(version))
+            if result.code not in (Code.OK, Code.ALREADY_LOADED):
+                detail = f"{result.code}: sku {result.sku} supplier {result.supplier}".strip()
+                raise _Rollback(from_code(result.code, detail))
+    except _Rollback as exc:
+        raise exc.problem from None
+    except store.StoreConflict as exc:
+        raise Problem(409, "STOCK_COMMITTED", str(exc)) from None
+    except (EngineUnavailable, OSError) as exc:
+        raise unavailable() from exc
+    body = {"sale_id": record.sale_id, "version": version}
+    return json_response(body, 200 if existed else 201)
+
+
+async def change_status(request: Request) -> Response:
+    state = require_admin(request)
+    sale_id, action = request.path_params["sale"], request.path_params["action"]
+    status = STATUS_OF_ACTION.get(action)
+    if status is None:
+        raise Problem(404, "NOT_FOUND", f"no action {action}; use open, pause or close")
+    try:
+        async with state.pool.acquire() as conn, conn.transaction():
+            if not await store.set_status(conn, sale_id, status):
+                raise _Rollback(Problem(404, "NOT_FOUND", f"no sale {sale_id}"))
+            code, previous = await state.engine.set_status(sale_id, status)
+            if code is not Code.OK:
+                raise _Rollback(from_code(code, f"sale {sale_id} is {previous or 'not loaded'}"))
+    except _Rollback as exc:
+        raise exc.problem from None
+    except (EngineUnavailable, OSError) as exc:
+        raise unavailable() from exc
+    return json_response({"sale_id": sale_id, "status": status, "previous": previous})
+
+
+async def get_sale_live(request: Request) -> Response:
+    state = require_admin(request)
+    sale_id = request.path_params["sale"]
+    try:
+        live = await state.engine.stock(sale_id)
+        lag = await reconciler_lag(state, sale_id) if live else {}
+    except EngineUnavailable as exc:
+        raise unavailable() from exc
+    if live is None:
+        raise Problem(404, "NOT_FOUND", f"no sale {sale_id} is loaded")
+    return json_response({**live_state(live), "reconciler": lag})
+
+
+def live_state(live: SaleState) -> dict[str, Any]:
+    return {
+        "sale_id": live.sale_id,
+        "status": live.status,
+        "version": live.version,
+        "starts_at": iso(live.starts_at_ms),
+        "ends_at": iso(live.ends_at_ms) if live.ends_at_ms else None,
+        "open_holds": live.open_holds,
+        "skus": [
+            {
+                "sku": s.sku,
+                "loaded": s.loaded,
+                "adjusted": s.adjusted,
+                "available": s.available,
+                "reserved": s.reserved,
+                "sold": s.sold,
+                "suppliers": [
+                    {
+                        "supplier": p.supplier,
+                        "loaded": p.loaded,
+                        "adjusted": p.adjusted,
+                        "available": p.available,
+                        "reserved": p.reserved,
+                        "sold": p.sold,
+                    }
+                    for p in s.suppliers
+                ],
+            }
+            for s in live.skus
+        ],
+    }
+
+
+async def reconciler_lag(state: GatewayState, sale_id: str) -> dict[str, Any]:
+    """Stream entries the reconciler's consumer group has not read yet (all of them before it
+    first runs)."""
+    client = state.engine.client
+    stream = keys.events(sale_id)
+    try:
+        length = int(await client.xlen(stream))
+        # XINFO GROUPS errors on a missing stream, so only ask once it exists.
+        groups: list[dict[str, Any]] = await client.xinfo_groups(stream) if length else []
+    except RedisError as exc:
+        raise EngineUnavailable(f"redis call failed: {exc}") from exc
+    lag = min((int(g.get("lag") or 0) for g in groups), default=length)
+    pending = sum(int(g.get("pending") or 0) for g in groups)
+    return {"stream_length": length, "unread": lag, "pending": pending}

@@ -1,0 +1,131 @@
+"""The Starlette app: routes, lifespan (clients, migrations), problem+json errors, metrics."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import asyncpg
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from engine import Engine, Settings, load_settings
+from engine.connection import connect
+from gateway import admin, checkout, public
+from gateway.openapi import openapi_json
+from gateway.problems import PROBLEM_TYPE, Problem
+from gateway.state import GatewayState
+from reconciler.migrate import migrate
+
+HTTP_CODES = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED"}
+
+
+class MetricsMiddleware:
+    """Counts every request by route template, method and status, and times it."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = 500
+
+        async def send_and_note(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_note)
+        finally:
+            route = scope.get("route")
+            name = route.path if route is not None else "unmatched"
+            state: GatewayState | None = getattr(scope["app"].state, "gateway", None)
+            if state is not None:
+                state.metrics.observe(name, scope["method"], status, time.perf_counter() - start)
+
+
+def _problem_response(problem: Problem, request: Request) -> Response:
+    return Response(problem.body(request.url.path), problem.status, problem.headers, PROBLEM_TYPE)
+
+
+async def on_problem(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, Problem)
+    return _problem_response(exc, request)
+
+
+async def on_http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    code = HTTP_CODES.get(exc.status_code, "INVALID_REQUEST")
+    return _problem_response(Problem(exc.status_code, code, str(exc.detail)), request)
+
+
+async def on_crash(request: Request, exc: Exception) -> Response:
+    """Never a traceback to the client; the server log keeps it."""
+    return _problem_response(Problem(500, "INTERNAL", "unexpected error"), request)
+
+
+def routes() -> list[Route]:
+    sale = "/v1/sales/{sale}"
+    hold = sale + "/holds/{hold}"
+    return [
+        Route(sale + "/holds", checkout.CreateHold(), methods=["POST"]),
+        Route(hold, checkout.get_hold, methods=["GET"]),
+        Route(hold + "/confirm", checkout.confirm_hold, methods=["POST"]),
+        Route(hold + "/release", checkout.release_hold, methods=["POST"]),
+        Route(hold + "/extend", checkout.extend_hold, methods=["POST"]),
+        Route(sale, public.get_sale, methods=["GET"]),
+        Route("/v1/admin/sales/{sale}", admin.put_sale, methods=["PUT"]),
+        Route("/v1/admin/sales/{sale}", admin.get_sale_live, methods=["GET"]),
+        Route("/v1/admin/sales/{sale}/{action}", admin.change_status, methods=["POST"]),
+        Route("/healthz", public.Healthz(), methods=["GET"]),
+        Route("/readyz", public.readyz, methods=["GET"]),
+        Route("/metrics", public.metrics, methods=["GET"]),
+        Route("/openapi.json", openapi_json, methods=["GET"]),
+    ]
+
+
+def create_app(settings: Settings) -> Starlette:
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        url = settings.local_cluster_url if settings.redis_cluster else settings.local_redis_url
+        client = connect(url, cluster=settings.redis_cluster)
+        pool: Any = await asyncpg.create_pool(
+            settings.local_database_url, min_size=1, max_size=settings.pg_pool_size
+        )
+        async with pool.acquire() as conn:
+            await migrate(conn)
+        engine = Engine(client, settings)
+        app.state.gateway = GatewayState(settings, engine, pool)
+        try:
+            yield
+        finally:
+            # uvicorn has stopped accepting and finished in-flight requests by now.
+            if engine.batcher is not None:
+                await engine.batcher.drain()
+            await pool.close()
+            await client.aclose()
+
+    handlers: dict[Any, Any] = {
+        Problem: on_problem,
+        HTTPException: on_http_error,
+        Exception: on_crash,
+    }
+    app = Starlette(routes=routes(), lifespan=lifespan, exception_handlers=handlers)
+    app.add_middleware(MetricsMiddleware)
+    return app
+
+
+def app_from_env() -> Starlette:
+    """uvicorn's factory for `flashsale serve` (each worker builds its own app)."""
+    return create_app(load_settings())

@@ -1,0 +1,176 @@
+"""The OpenAPI document of the routes gateway/app.py serves (a test keeps the two in step)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+
+ID = {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"}
+TIME = {"type": "string", "format": "date-time"}
+PROBLEM = {"$ref": "#/components/schemas/Problem"}
+
+
+def _obj(props: dict[str, Any], required: list[str] | None = None) -> dict[str, Any]:
+    doc: dict[str, Any] = {"type": "object", "properties": props, "additionalProperties": False}
+    if required:
+        doc["required"] = required
+    return doc
+
+
+def _param(name: str, where: str = "path") -> dict[str, Any]:
+    return {"name": name, "in": where, "required": where == "path", "schema": ID}
+
+
+def _op(
+    summary: str, ok: int, params: list[str], body: str | None = None, *, admin: bool = False
+) -> dict[str, Any]:
+    op: dict[str, Any] = {
+        "summary": summary,
+        "parameters": [_param(p) for p in params],
+        "responses": {
+            str(ok): {"description": "success", "content": {"application/json": {}}},
+            "default": {
+                "description": "a problem",
+                "content": {"application/problem+json": {"schema": PROBLEM}},
+            },
+        },
+    }
+    if body:
+        op["requestBody"] = {
+            "required": True,
+            "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{body}"}}},
+        }
+    if admin:
+        op["security"] = [{"adminKey": []}]
+    return op
+
+
+SUPPLIER = _obj(
+    {
+        "id": ID,
+        "stock": {"type": "integer", "minimum": 0},
+        "cost_minor": {"type": "integer", "minimum": 0},
+        "priority": {"type": "integer"},
+    },
+    ["id", "stock"],
+)
+ITEM = _obj(
+    {
+        "sku": ID,
+        "price_minor": {"type": "integer", "minimum": 0},
+        "suppliers": {"type": "array", "items": SUPPLIER, "minItems": 1, "maxItems": 50},
+    },
+    ["sku", "price_minor", "suppliers"],
+)
+SALE = _obj(
+    {
+        "name": {"type": "string", "minLength": 1, "maxLength": 200},
+        "starts_at": TIME,
+        "ends_at": {"oneOf": [TIME, {"type": "null"}]},
+        "hold_ttl_s": {"type": "integer", "minimum": 1, "maximum": 86400},
+        "per_user_limit": {"type": "integer", "minimum": 0},
+        "waiting_room": _obj(
+            {
+                "enabled": {"type": "boolean"},
+                "admit_rate_per_s": {"type": "integer", "minimum": 1},
+                "max_active": {"type": "integer", "minimum": 1},
+                "token_ttl_s": {"type": "integer", "minimum": 10},
+            },
+            ["enabled"],
+        ),
+        "rate_limit": _obj(
+            {
+                n: {"type": ["integer", "null"], "minimum": 0}
+                for n in ("per_client_per_s", "burst", "per_sale_per_s")
+            }
+        ),
+        "items": {"type": "array", "items": ITEM, "minItems": 1, "maxItems": 1000},
+    },
+    ["name", "starts_at", "ends_at", "hold_ttl_s", "per_user_limit", "items"],
+)
+CHECKOUT = _obj(
+    {
+        "customer_id": ID,
+        "items": {
+            "type": "array",
+            "minItems": 1,
+            "items": _obj({"sku": ID, "qty": {"type": "integer", "minimum": 1}}, ["sku", "qty"]),
+        },
+    },
+    ["customer_id", "items"],
+)
+CONFIRM = _obj(
+    {
+        "payment": _obj(
+            {"method": ID, "token": {"type": "string", "minLength": 1, "maxLength": 256}},
+            ["method", "token"],
+        )
+    },
+    ["payment"],
+)
+PROBLEM_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "type": {"type": "string"},
+        "title": {"type": "string"},
+        "status": {"type": "integer"},
+        "detail": {"type": "string"},
+        "code": {"type": "string"},
+        "instance": {"type": "string"},
+    },
+    "required": ["type", "title", "status", "detail", "code"],
+}
+IDEM = {"name": "Idempotency-Key", "in": "header", "required": False, "schema": ID}
+
+
+def document() -> dict[str, Any]:
+    sale, hold = "/v1/sales/{sale}", "/v1/sales/{sale}/holds/{hold}"
+    admin = "/v1/admin/sales/{sale}"
+    create_hold = _op("Place a hold (checkout)", 201, ["sale"], "Checkout")
+    create_hold["parameters"].append(IDEM)
+    paths: dict[str, Any] = {
+        admin: {
+            "put": _op("Create or replace a sale", 200, ["sale"], "Sale", admin=True),
+            "get": _op("Live state of a sale", 200, ["sale"], admin=True),
+        },
+        **{
+            f"{admin}/{action}": {
+                "post": _op(f"{action.title()} the sale", 200, ["sale"], admin=True)
+            }
+            for action in ("open", "pause", "close")
+        },
+        sale: {"get": _op("A sale with soft availability levels", 200, ["sale"])},
+        f"{sale}/holds": {"post": create_hold},
+        hold: {"get": _op("A hold and its status", 200, ["sale", "hold"])},
+        f"{hold}/confirm": {"post": _op("Confirm (pay) a hold", 200, ["sale", "hold"], "Confirm")},
+        f"{hold}/release": {"post": _op("Give the units back", 200, ["sale", "hold"])},
+        f"{hold}/extend": {"post": _op("Extend the hold once", 200, ["sale", "hold"])},
+        "/healthz": {"get": _op("Liveness, no I/O", 200, [])},
+        "/readyz": {"get": _op("Redis and PostgreSQL reachable", 200, [])},
+        "/metrics": {"get": _op("Prometheus text", 200, [])},
+        "/openapi.json": {"get": _op("This document", 200, [])},
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "flashsale", "version": "1"},
+        "paths": paths,
+        "components": {
+            "schemas": {
+                "Sale": SALE,
+                "Checkout": CHECKOUT,
+                "Confirm": CONFIRM,
+                "Problem": PROBLEM_SCHEMA,
+            },
+            "securitySchemes": {"adminKey": {"type": "http", "scheme": "bearer"}},
+        },
+    }
+
+
+_BODY = orjson.dumps(document())
+
+
+async def openapi_json(request: Request) -> Response:
+    return Response(_BODY, media_type="application/json")

@@ -1,0 +1,91 @@
+"""Errors as application/problem+json: one table from codes to HTTP statuses, one exception type."""
+
+from __future__ import annotations
+
+import orjson
+
+from engine.results import Code
+
+PROBLEM_TYPE = "application/problem+json"
+
+# Engine codes -> (HTTP status, public code). Every answer a client can get is listed here.
+STATUS_OF: dict[str, tuple[int, str]] = {
+    Code.SOLD_OUT: (409, "SOLD_OUT"),
+    Code.LIMIT_EXCEEDED: (409, "LIMIT_EXCEEDED"),
+    Code.SALE_NOT_OPEN: (409, "SALE_NOT_OPEN"),
+    Code.UNKNOWN_SALE: (404, "NOT_FOUND"),
+    Code.UNKNOWN_HOLD: (404, "NOT_FOUND"),
+    Code.UNKNOWN_SKU: (422, "UNKNOWN_SKU"),
+    Code.UNKNOWN_SUPPLIER: (422, "UNKNOWN_SUPPLIER"),
+    Code.HOLD_EXPIRED: (410, "HOLD_EXPIRED"),
+    Code.HOLD_RELEASED: (410, "HOLD_RELEASED"),
+    Code.HOLD_CONFIRMED: (409, "HOLD_CONFIRMED"),
+    Code.NOT_CONFIRMED: (409, "NOT_CONFIRMED"),
+    Code.ALREADY_EXTENDED: (409, "ALREADY_EXTENDED"),
+    Code.IDEMPOTENCY_CONFLICT: (422, "IDEMPOTENCY_CONFLICT"),
+    Code.STOCK_COMMITTED: (409, "STOCK_COMMITTED"),
+    Code.STALE_VERSION: (409, "STALE_VERSION"),
+    Code.BAD_TRANSITION: (409, "BAD_TRANSITION"),
+    Code.NOT_ADMITTED: (403, "NOT_ADMITTED"),
+}
+
+TITLES = {
+    "SOLD_OUT": "Sold out",
+    "LIMIT_EXCEEDED": "Per-customer limit reached",
+    "SALE_NOT_OPEN": "The sale is not open",
+    "NOT_FOUND": "Not found",
+    "UNKNOWN_SKU": "Unknown sku",
+    "UNKNOWN_SUPPLIER": "Unknown supplier",
+    "HOLD_EXPIRED": "The hold has expired",
+    "HOLD_RELEASED": "The hold was released",
+    "HOLD_CONFIRMED": "The hold is already confirmed",
+    "NOT_CONFIRMED": "The hold is not confirmed",
+    "ALREADY_EXTENDED": "The hold was already extended once",
+    "IDEMPOTENCY_CONFLICT": "Idempotency-Key reused with another request",
+    "STOCK_COMMITTED": "Stock already reserved or sold would be dropped",
+    "STALE_VERSION": "A newer configuration is loaded",
+    "BAD_TRANSITION": "That status change is not allowed",
+    "NOT_ADMITTED": "A waiting-room admission is needed",
+    "INVALID_REQUEST": "Invalid request",
+    "MALFORMED_JSON": "The body is not valid JSON",
+    "PAYLOAD_TOO_LARGE": "The body is too large",
+    "UNAUTHORIZED": "Missing or wrong credentials",
+    "METHOD_NOT_ALLOWED": "Method not allowed",
+    "RATE_LIMITED": "Too many requests",
+    "UNAVAILABLE": "Temporarily unavailable",
+    "INTERNAL": "Internal error",
+}
+
+
+class Problem(Exception):
+    """An answer that is not a success; raised anywhere in a handler, rendered once."""
+
+    def __init__(
+        self, status: int, code: str, detail: str = "", headers: dict[str, str] | None = None
+    ) -> None:
+        super().__init__(f"{status} {code}: {detail}")
+        self.status = status
+        self.code = code
+        self.detail = detail
+        self.headers = headers or {}
+
+    def body(self, instance: str = "") -> bytes:
+        doc = {
+            "type": f"https://flashsale.dev/problems/{self.code.lower().replace('_', '-')}",
+            "title": TITLES.get(self.code, self.code),
+            "status": self.status,
+            "detail": self.detail,
+            "code": self.code,
+        }
+        if instance:
+            doc["instance"] = instance
+        return orjson.dumps(doc)
+
+
+def from_code(code: Code, detail: str = "") -> Problem:
+    status, public = STATUS_OF[code]
+    return Problem(status, public, detail)
+
+
+def invalid(detail: str) -> Problem:
+    return Problem(422, "INVALID_REQUEST", detail)

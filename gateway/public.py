@@ -1,0 +1,97 @@
+"""Public sale view and the ops routes: /healthz, /readyz, /metrics."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.types import Receive, Scope, Send
+
+from engine.errors import EngineUnavailable, InvalidInput
+from engine.results import SkuStock
+from gateway.checkout import unavailable
+from gateway.http import send_bytes
+from gateway.problems import Problem, invalid
+from gateway.responses import json_response
+from gateway.schemas import iso
+from gateway.state import GatewayState
+
+LOW_STOCK_SHARE = 0.1
+HEALTHY = b'{"status":"ok"}'
+
+
+def availability(sku: SkuStock) -> str:
+    """A soft level, not a count: exact numbers invite bots to time their requests."""
+    if sku.available <= 0:
+        return "sold_out"
+    if sku.available <= max(1, int((sku.loaded + sku.adjusted) * LOW_STOCK_SHARE)):
+        return "low"
+    return "in_stock"
+
+
+async def get_sale(request: Request) -> Response:
+    state: GatewayState = request.app.state.gateway
+    sale_id = request.path_params["sale"]
+    try:
+        live = await state.cached_stock(sale_id)
+    except InvalidInput as exc:
+        raise invalid(str(exc)) from None
+    except EngineUnavailable as exc:
+        raise unavailable() from exc
+    if live is None:
+        raise Problem(404, "NOT_FOUND", f"no sale {sale_id}")
+    doc: dict[str, Any] = {
+        "sale_id": sale_id,
+        "status": live.status,
+        "starts_at": iso(live.starts_at_ms),
+        "ends_at": iso(live.ends_at_ms) if live.ends_at_ms else None,
+        "hold_ttl_s": live.hold_ttl_ms // 1000,
+        "per_user_limit": live.per_user_limit,
+        "items": [{"sku": s.sku, "availability": availability(s)} for s in live.skus],
+    }
+    return json_response(doc, headers={"Cache-Control": "public, max-age=1"})
+
+
+class Healthz:
+    """Liveness with no I/O: also the no-op baseline of `flashsale bench gateway`. A class, not a
+    function, so Starlette mounts it as raw ASGI like the checkout route it is compared with."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send_bytes(send, 200, HEALTHY)
+
+
+async def readyz(request: Request) -> Response:
+    state: GatewayState = request.app.state.gateway
+    checks = {"redis": False, "postgres": False}
+    try:
+        checks["redis"] = bool(await state.engine.client.ping())
+    except Exception:  # any failure means not ready
+        checks["redis"] = False
+    try:
+        async with state.pool.acquire(timeout=2) as conn:
+            checks["postgres"] = await conn.fetchval("SELECT 1") == 1
+    except Exception:
+        checks["postgres"] = False
+    ready = all(checks.values())
+    return json_response({"ready": ready, "checks": checks}, 200 if ready else 503)
+
+
+async def metrics(request: Request) -> Response:
+    state: GatewayState = request.app.state.gateway
+    gauges: list[tuple[str, dict[str, str], float]] = []
+    batcher = state.engine.batcher
+    if batcher is not None:
+        gauges.append(("flashsale_redis_batches", {}, batcher.batches))
+        gauges.append(("flashsale_redis_batched_calls", {}, batcher.calls))
+    try:
+        for sale_id in (await state.engine.sale_ids())[:50]:
+            live = await state.cached_stock(sale_id)
+            for sku in live.skus if live else ():
+                for field in ("available", "reserved", "sold"):
+                    labels = {"sale": sale_id, "sku": sku.sku, "state": field}
+                    gauges.append(("flashsale_stock_units", labels, getattr(sku, field)))
+    except EngineUnavailable:
+        gauges.append(("flashsale_redis_up", {}, 0))
+    text = state.metrics.render(gauges)
+    return PlainTextResponse(text, media_type="text/plain; version=0.0.4")
