@@ -140,7 +140,7 @@ class Engine:
             keys.sale(sale_id),
             keys.holds(sale_id),
             keys.user(sale_id, customer_id),
-            keys.idem(sale_id, idem),
+            keys.idem(sale_id, customer_id, idem),
             keys.hold(sale_id, hold_id),
             *(keys.stock(sale_id, sku) for sku, _ in cart),
         ]

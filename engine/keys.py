@@ -40,8 +40,9 @@ def user(sale_id: str, customer_id: str) -> str:
     return prefix(sale_id) + "user:" + customer_id
 
 
-def idem(sale_id: str, idempotency_key: str) -> str:
-    return prefix(sale_id) + "idem:" + idempotency_key
+def idem(sale_id: str, customer_id: str, idempotency_key: str) -> str:
+    """Scoped per customer: one shopper's key can never collide with, or reveal, another's hold."""
+    return prefix(sale_id) + "idem:" + customer_id + ":" + idempotency_key
 
 
 def events(sale_id: str) -> str:

@@ -70,7 +70,7 @@ def _redis_benchmark(settings: Settings, port: int, requests: int, concurrency: 
         keys.sale(s),
         keys.holds(s),
         keys.user(s, "bench"),
-        keys.idem(s, ""),
+        keys.idem(s, "bench", ""),
         keys.hold(s, "rb-__rand_int__"),
         keys.stock(s, "hot"),
     ]

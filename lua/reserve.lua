@@ -3,7 +3,7 @@
 --                               per_user_limit, waiting_room)
 -- KEYS[2] fs:{S}:holds         zset hold_id -> expires_at_ms
 -- KEYS[3] fs:{S}:user:{cust}   hash sku -> units held or bought by this customer
--- KEYS[4] fs:{S}:idem:{key}    string hold_id (unused when ARGV[4] is '')
+-- KEYS[4] fs:{S}:idem:{cust}:{key} string hold_id (unused when ARGV[4] is '')
 -- KEYS[5] fs:{S}:hold:{id}     the new hold's hash
 -- KEYS[6..5+n] fs:{S}:stock:{sku} one per line, in line order
 -- ARGV[1] pfx            key prefix fs:{S}: (to reach expired holds' keys, same slot)

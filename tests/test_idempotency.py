@@ -29,10 +29,19 @@ async def test_same_key_other_cart_is_a_conflict_and_changes_nothing(
     first = await engine.reserve(sale_id, "c1", [("A", 1)], "key-1")
     before = await snapshot(engine.client, sale_id)
     other = await engine.reserve(sale_id, "c1", [("A", 2)], "key-1")
-    other_customer = await engine.reserve(sale_id, "c2", [("A", 1)], "key-1")
     assert other.code is Code.IDEMPOTENCY_CONFLICT and other.detail == first.hold_id
-    assert other_customer.code is Code.IDEMPOTENCY_CONFLICT
     assert await snapshot(engine.client, sale_id) == before
+
+
+async def test_keys_are_scoped_per_customer(engine: Engine, sale_id: str) -> None:
+    """Another shopper's client picking the same key gets its own hold, not a conflict that
+    would reveal the first shopper's hold id."""
+    await open_sale(engine, sale_config(sale_id))
+    first = await engine.reserve(sale_id, "c1", [("A", 1)], "key-1")
+    second = await engine.reserve(sale_id, "c2", [("A", 1)], "key-1")
+    assert first.ok and second.ok and not second.replay
+    assert first.hold_id != second.hold_id
+    await assert_sound(engine, sale_id)
 
 
 async def test_replay_after_confirm_still_answers_the_first_hold(

@@ -33,7 +33,7 @@ def test_key_builders_share_the_sale_slot() -> None:
         keys.holds(sale),
         keys.hold(sale, "h1"),
         keys.user(sale, "c1"),
-        keys.idem(sale, "k"),
+        keys.idem(sale, "c1", "k"),
         keys.events(sale),
     ]
     assert {key_slot(k.encode()) for k in built} == {key_slot(b"{summer-drop}")}
