@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -51,9 +52,14 @@ def gateway(
     env: dict[str, str], *, workers: int = 2, log_path: Path | None = None, timeout_s: float = 30
 ) -> Iterator[Gateway]:
     """Starts the gateway with `env` added to this process's environment, stops it with SIGTERM
-    (uvicorn's graceful shutdown) on exit."""
+    (uvicorn's graceful shutdown) on exit. Its output goes to `log_path`, or to a temporary file
+    that is kept only when the gateway failed."""
     port = free_port()
-    log_path = log_path or Path(os.environ.get("TMPDIR", "/tmp")) / f"flashsale-gateway-{port}.log"
+    keep_log = log_path is not None
+    if log_path is None:
+        fd, name = tempfile.mkstemp(prefix=f"flashsale-gateway-{port}-", suffix=".log")
+        os.close(fd)
+        log_path = Path(name)
     cmd = [
         sys.executable,
         "-m",
@@ -69,7 +75,8 @@ def gateway(
     gw = Gateway(f"http://127.0.0.1:{port}", process, log_path)
     try:
         if not _wait_ready(gw.url, process, timeout_s):
-            raise RuntimeError(f"gateway did not become ready:\n{gw.log_tail()}")
+            keep_log = True
+            raise RuntimeError(f"gateway did not become ready (log {log_path}):\n{gw.log_tail()}")
         yield gw
     finally:
         if process.poll() is None:
@@ -79,3 +86,7 @@ def gateway(
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+        if process.returncode not in (0, -signal.SIGTERM):
+            keep_log = True
+        if not keep_log:
+            log_path.unlink(missing_ok=True)
