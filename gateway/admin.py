@@ -13,6 +13,7 @@ from engine import keys
 from engine.errors import EngineUnavailable
 from engine.results import Code, SaleState
 from gateway.checkout import unavailable
+from gateway.http import ADMIN_MAX_BYTES
 from gateway.problems import Problem, from_code
 from gateway.responses import json_response, read_json
 from gateway.schemas import iso, parse_sale
@@ -43,7 +44,7 @@ def require_admin(request: Request) -> GatewayState:
 
 async def put_sale(request: Request) -> Response:
     state = require_admin(request)
-    record = parse_sale(request.path_params["sale"], await read_json(request, 1_048_576))
+    record = parse_sale(request.path_params["sale"], await read_json(request, ADMIN_MAX_BYTES))
     try:
         async with state.pool.acquire() as conn, conn.transaction():
             existed = await store.load_sale_record(conn, record.sale_id) is not None

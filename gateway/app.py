@@ -15,15 +15,38 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from engine import Engine, Settings, load_settings
+from engine import Engine, InvalidInput, Settings, load_settings
 from engine.connection import connect
 from gateway import admin, checkout, public
-from gateway.openapi import openapi_json
+from gateway.http import ADMIN_MAX_BYTES, header, send_problem
+from gateway.openapi import openapi_body, openapi_json
 from gateway.problems import PROBLEM_TYPE, Problem
 from gateway.state import GatewayState
 from reconciler.migrate import migrate
 
 HTTP_CODES = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED"}
+
+
+class BodyLimitMiddleware:
+    """Refuses a declared body over the limit before any route runs, so a route that never
+    reads its body cannot act on a request carrying a huge one. Streamed bodies are also counted
+    where they are read (gateway/http.py, gateway/responses.py)."""
+
+    def __init__(self, app: ASGIApp, public_max_bytes: int) -> None:
+        self.app = app
+        self.public_max_bytes = public_max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            limit = (
+                ADMIN_MAX_BYTES if scope["path"].startswith("/v1/admin/") else self.public_max_bytes
+            )
+            declared = header(scope, b"content-length")
+            if declared is not None and (not declared.isdigit() or int(declared) > limit):
+                problem = Problem(413, "PAYLOAD_TOO_LARGE", f"bodies are limited to {limit} bytes")
+                await send_problem(send, problem, scope["path"])
+                return
+        await self.app(scope, receive, send)
 
 
 class MetricsMiddleware:
@@ -67,7 +90,13 @@ async def on_problem(request: Request, exc: Exception) -> Response:
 async def on_http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     code = HTTP_CODES.get(exc.status_code, "INVALID_REQUEST")
-    return _problem_response(Problem(exc.status_code, code, str(exc.detail)), request)
+    problem = Problem(exc.status_code, code, str(exc.detail), dict(exc.headers or {}))
+    return _problem_response(problem, request)  # keeps Allow on a 405
+
+
+async def on_invalid(request: Request, exc: Exception) -> Response:
+    """Bad input caught by the engine's own checks (a malformed id in the path, say)."""
+    return _problem_response(Problem(422, "INVALID_REQUEST", str(exc)), request)
 
 
 async def on_crash(request: Request, exc: Exception) -> Response:
@@ -118,11 +147,14 @@ def create_app(settings: Settings) -> Starlette:
 
     handlers: dict[Any, Any] = {
         Problem: on_problem,
+        InvalidInput: on_invalid,
         HTTPException: on_http_error,
         Exception: on_crash,
     }
     app = Starlette(routes=routes(), lifespan=lifespan, exception_handlers=handlers)
+    app.add_middleware(BodyLimitMiddleware, public_max_bytes=settings.max_body_bytes)
     app.add_middleware(MetricsMiddleware)
+    app.state.openapi = openapi_body(settings)
     return app
 
 

@@ -8,8 +8,11 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
+from engine.settings import Settings
+
 ID = {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"}
 TIME = {"type": "string", "format": "date-time"}
+COUNT = {"type": "integer", "minimum": 0, "maximum": 10**12}
 PROBLEM = {"$ref": "#/components/schemas/Problem"}
 
 
@@ -25,13 +28,19 @@ def _param(name: str, where: str = "path") -> dict[str, Any]:
 
 
 def _op(
-    summary: str, ok: int, params: list[str], body: str | None = None, *, admin: bool = False
+    summary: str,
+    ok: int | tuple[int, ...],
+    params: list[str],
+    body: str | None = None,
+    *,
+    admin: bool = False,
 ) -> dict[str, Any]:
+    success = {"description": "success", "content": {"application/json": {}}}
     op: dict[str, Any] = {
         "summary": summary,
         "parameters": [_param(p) for p in params],
         "responses": {
-            str(ok): {"description": "success", "content": {"application/json": {}}},
+            **{str(code): success for code in (ok if isinstance(ok, tuple) else (ok,))},
             "default": {
                 "description": "a problem",
                 "content": {"application/problem+json": {"schema": PROBLEM}},
@@ -51,16 +60,16 @@ def _op(
 SUPPLIER = _obj(
     {
         "id": ID,
-        "stock": {"type": "integer", "minimum": 0},
-        "cost_minor": {"type": "integer", "minimum": 0},
-        "priority": {"type": "integer"},
+        "stock": COUNT,
+        "cost_minor": COUNT,
+        "priority": {"type": "integer", "minimum": -1000, "maximum": 1000},
     },
     ["id", "stock"],
 )
 ITEM = _obj(
     {
         "sku": ID,
-        "price_minor": {"type": "integer", "minimum": 0},
+        "price_minor": COUNT,
         "suppliers": {"type": "array", "items": SUPPLIER, "minItems": 1, "maxItems": 50},
     },
     ["sku", "price_minor", "suppliers"],
@@ -71,13 +80,13 @@ SALE = _obj(
         "starts_at": TIME,
         "ends_at": {"oneOf": [TIME, {"type": "null"}]},
         "hold_ttl_s": {"type": "integer", "minimum": 1, "maximum": 86400},
-        "per_user_limit": {"type": "integer", "minimum": 0},
+        "per_user_limit": COUNT,
         "waiting_room": _obj(
             {
                 "enabled": {"type": "boolean"},
-                "admit_rate_per_s": {"type": "integer", "minimum": 1},
-                "max_active": {"type": "integer", "minimum": 1},
-                "token_ttl_s": {"type": "integer", "minimum": 10},
+                "admit_rate_per_s": {"type": "integer", "minimum": 1, "maximum": 10**12},
+                "max_active": {"type": "integer", "minimum": 1, "maximum": 10**12},
+                "token_ttl_s": {"type": "integer", "minimum": 10, "maximum": 86400},
             },
             ["enabled"],
         ),
@@ -91,17 +100,15 @@ SALE = _obj(
     },
     ["name", "starts_at", "ends_at", "hold_ttl_s", "per_user_limit", "items"],
 )
-CHECKOUT = _obj(
-    {
-        "customer_id": ID,
-        "items": {
-            "type": "array",
-            "minItems": 1,
-            "items": _obj({"sku": ID, "qty": {"type": "integer", "minimum": 1}}, ["sku", "qty"]),
-        },
-    },
-    ["customer_id", "items"],
-)
+
+
+def _checkout(settings: Settings) -> dict[str, Any]:
+    qty = {"type": "integer", "minimum": 1, "maximum": settings.max_line_qty}
+    line = _obj({"sku": ID, "qty": qty}, ["sku", "qty"])
+    lines = {"type": "array", "minItems": 1, "maxItems": settings.max_cart_lines, "items": line}
+    return _obj({"customer_id": ID, "items": lines}, ["customer_id", "items"])
+
+
 CONFIRM = _obj(
     {
         "payment": _obj(
@@ -126,14 +133,16 @@ PROBLEM_SCHEMA = {
 IDEM = {"name": "Idempotency-Key", "in": "header", "required": False, "schema": ID}
 
 
-def document() -> dict[str, Any]:
+def document(settings: Settings) -> dict[str, Any]:
     sale, hold = "/v1/sales/{sale}", "/v1/sales/{sale}/holds/{hold}"
     admin = "/v1/admin/sales/{sale}"
     create_hold = _op("Place a hold (checkout)", 201, ["sale"], "Checkout")
     create_hold["parameters"].append(IDEM)
     paths: dict[str, Any] = {
         admin: {
-            "put": _op("Create or replace a sale", 200, ["sale"], "Sale", admin=True),
+            "put": _op(
+                "Create (201) or replace (200) a sale", (200, 201), ["sale"], "Sale", admin=True
+            ),
             "get": _op("Live state of a sale", 200, ["sale"], admin=True),
         },
         **{
@@ -160,7 +169,7 @@ def document() -> dict[str, Any]:
         "components": {
             "schemas": {
                 "Sale": SALE,
-                "Checkout": CHECKOUT,
+                "Checkout": _checkout(settings),
                 "Confirm": CONFIRM,
                 "Problem": PROBLEM_SCHEMA,
             },
@@ -169,8 +178,9 @@ def document() -> dict[str, Any]:
     }
 
 
-_BODY = orjson.dumps(document())
+def openapi_body(settings: Settings) -> bytes:
+    return orjson.dumps(document(settings))
 
 
 async def openapi_json(request: Request) -> Response:
-    return Response(_BODY, media_type="application/json")
+    return Response(request.app.state.openapi, media_type="application/json")

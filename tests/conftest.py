@@ -5,9 +5,11 @@ from __future__ import annotations
 import dataclasses
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from urllib.parse import urlsplit, urlunsplit
 
 import fakeredis
 import pytest
+import redis
 
 from engine import Engine, Settings, load_settings, services
 from engine.connection import RedisClient, connect
@@ -18,10 +20,23 @@ def settings() -> Settings:
     return dataclasses.replace(load_settings(), test_clock=True, reclaim_batch=1000)
 
 
+TEST_REDIS_DB = 1
+
+
 @pytest.fixture(scope="session")
 def service_urls(settings: Settings) -> dict[str, str]:
-    """Starts (or finds) the private Redis, Redis Cluster and PostgreSQL once per session."""
-    return services.up(settings, log=lambda _line: None)
+    """Starts (or finds) the private Redis, Redis Cluster and PostgreSQL once per session. Tests
+    get database 1 of the private Redis (the demo and benches use 0), emptied at the start along
+    with the private cluster, so every key scan sees this run's keys only. A Redis given by
+    FLASHSALE_REDIS_URL / _CLUSTER_URL is never flushed."""
+    urls = services.up(settings, log=lambda _line: None)
+    if not settings.redis_url:
+        parts = urlsplit(urls["FLASHSALE_REDIS_URL"])
+        urls["FLASHSALE_REDIS_URL"] = urlunsplit(parts._replace(path=f"/{TEST_REDIS_DB}"))
+        redis.Redis.from_url(urls["FLASHSALE_REDIS_URL"]).flushdb()
+    if not settings.redis_cluster_url:
+        redis.RedisCluster.from_url(urls["FLASHSALE_REDIS_CLUSTER_URL"]).flushall()
+    return urls
 
 
 @pytest.fixture
