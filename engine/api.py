@@ -249,7 +249,12 @@ class Engine:
             [keys.sale(sale_id), keys.skus(sale_id), keys.holds(sale_id)],
             [keys.prefix(sale_id), self._offset_ms],
         )
-        return _sale_state(sale_id, reply) if reply else None
+        if not reply:
+            return None
+        try:
+            return _sale_state(sale_id, reply)
+        except ValueError as exc:  # a counter that is not a number: Redis holds corrupt state
+            raise EngineUnavailable(f"sale {sale_id} has corrupt stock in Redis: {exc}") from exc
 
     async def get_hold(self, sale_id: str, hold_id: str) -> HoldView | None:
         check_id("sale_id", sale_id)

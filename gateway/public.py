@@ -18,6 +18,7 @@ from gateway.schemas import iso
 from gateway.state import GatewayState
 
 LOW_STOCK_SHARE = 0.1
+MAX_GAUGE_SALES = 50  # bounds the scrape's cost when many sales are loaded
 HEALTHY = b'{"status":"ok"}'
 
 
@@ -77,6 +78,30 @@ async def readyz(request: Request) -> Response:
     return json_response({"ready": ready, "checks": checks}, 200 if ready else 503)
 
 
+async def _stock_gauges(state: GatewayState) -> list[tuple[str, dict[str, str], float]]:
+    """Stock of up to MAX_GAUGE_SALES sales that are not closed; a sale whose state cannot be
+    read is counted, not allowed to fail the whole scrape."""
+    gauges: list[tuple[str, dict[str, str], float]] = []
+    live_sales = unreadable = 0
+    for sale_id in await state.engine.sale_ids():
+        if live_sales == MAX_GAUGE_SALES:
+            break
+        try:
+            live = await state.cached_stock(sale_id)
+        except EngineUnavailable:
+            unreadable += 1
+            continue
+        if live is None or live.status == "closed":
+            continue
+        live_sales += 1
+        for sku in live.skus:
+            for field in ("available", "reserved", "sold"):
+                labels = {"sale": sale_id, "sku": sku.sku, "state": field}
+                gauges.append(("flashsale_stock_units", labels, getattr(sku, field)))
+    gauges.append(("flashsale_sales_unreadable", {}, unreadable))
+    return gauges
+
+
 async def metrics(request: Request) -> Response:
     state: GatewayState = request.app.state.gateway
     gauges: list[tuple[str, dict[str, str], float]] = []
@@ -85,13 +110,9 @@ async def metrics(request: Request) -> Response:
         gauges.append(("flashsale_redis_batches", {}, batcher.batches))
         gauges.append(("flashsale_redis_batched_calls", {}, batcher.calls))
     try:
-        for sale_id in (await state.engine.sale_ids())[:50]:
-            live = await state.cached_stock(sale_id)
-            for sku in live.skus if live else ():
-                for field in ("available", "reserved", "sold"):
-                    labels = {"sale": sale_id, "sku": sku.sku, "state": field}
-                    gauges.append(("flashsale_stock_units", labels, getattr(sku, field)))
+        gauges += await _stock_gauges(state)
     except EngineUnavailable:
         gauges.append(("flashsale_redis_up", {}, 0))
+    gauges += await request.app.state.queue.metric_gauges()  # waiting rooms (queue_service.py)
     text = state.metrics.render(gauges)
     return PlainTextResponse(text, media_type="text/plain; version=0.0.4")

@@ -61,6 +61,9 @@ async def test_a_failing_call_fails_alone(
     assert engine.batcher is not None and engine.batcher.batches < 40  # they did share batches
     assert (await sku_stock(engine, healthy, "A")).reserved == 20
     await assert_sound(engine, healthy)
+    with pytest.raises(EngineUnavailable):  # corrupt state is an infrastructure error
+        await engine.stock(broken)
+    await engine.forget_sale(broken)
 
 
 @pytest.mark.parametrize("batching", [True, False])
