@@ -26,6 +26,10 @@ def _run_async(main: Coroutine[Any, Any, int]) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
+    if args.target == "reconcile":
+        from reconciler import bench as reconcile_bench
+
+        return _run_async(reconcile_bench.run(load_settings(), args))
     from loadtests import bench
 
     return _run_async(bench.run(load_settings(), args.target, args))
@@ -64,6 +68,44 @@ def _migrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _reconcile(args: argparse.Namespace) -> int:
+    from reconciler import cli
+
+    return _run_async(cli.reconcile(load_settings(), args))
+
+
+def _audit(args: argparse.Namespace) -> int:
+    from reconciler import cli
+
+    return _run_async(cli.audit_main(load_settings(), args))
+
+
+def _recover(args: argparse.Namespace) -> int:
+    from reconciler import cli
+
+    return _run_async(cli.recover_main(load_settings(), args))
+
+
+def _add_reconciler_commands(sub: Any) -> None:
+    reconcile = sub.add_parser("reconcile", help="flush sale events to PostgreSQL, sweep holds")
+    reconcile.add_argument("--once", action="store_true", help="drain what is there, then exit")
+    reconcile.add_argument("--sale", action="append", help="only this sale (repeatable)")
+    reconcile.add_argument("--min-batch", type=int, help="smallest stream read (entries)")
+    reconcile.add_argument("--max-batch", type=int, help="largest stream read (entries)")
+    reconcile.add_argument("--sweep-ms", type=int, help="sweeper period in ms")
+    reconcile.add_argument("--progress-s", type=float, help="progress line period; 0 = off")
+    reconcile.add_argument("--metrics-port", type=int, help="Prometheus text on this port")
+    reconcile.set_defaults(func=_reconcile)
+    audit = sub.add_parser("audit", help="check a sale's invariants, Redis against PostgreSQL")
+    audit.add_argument("--sale", required=True)
+    audit.add_argument("--strict", action="store_true", help="unflushed events are a violation")
+    audit.set_defaults(func=_audit)
+    recover = sub.add_parser("recover", help="rebuild a sale's Redis state from PostgreSQL")
+    recover.add_argument("--sale", required=True)
+    recover.add_argument("--force", action="store_true", help="even if Redis still has it")
+    recover.set_defaults(func=_recover)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="flashsale", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -78,15 +120,17 @@ def _parser() -> argparse.ArgumentParser:
     migrate = sub.add_parser("migrate", help="apply the PostgreSQL migrations")
     migrate.set_defaults(func=_migrate)
     bench = sub.add_parser("bench", help="run a benchmark and print a table")
-    bench.add_argument("target", choices=["engine", "gateway"])
+    bench.add_argument("target", choices=["engine", "gateway", "reconcile"])
     bench.add_argument("--requests", type=int, default=100_000, help="reservations per side")
     bench.add_argument("--concurrency", type=int, default=50, help="concurrent callers per side")
     bench.add_argument("--seconds", type=int, default=10, help="gateway: wrk run per side")
     bench.add_argument("--connections", type=int, default=64, help="gateway: wrk connections")
     bench.add_argument("--workers", type=int, default=2, help="gateway: uvicorn workers")
+    bench.add_argument("--events", type=int, default=10_000, help="reconcile: events to flush")
     bench.set_defaults(func=_bench)
     demo = sub.add_parser("demo", help="load a demo sale, run shoppers, print the state")
     demo.set_defaults(func=_demo)
+    _add_reconciler_commands(sub)
     return parser
 
 

@@ -1,0 +1,119 @@
+"""The async bodies of `flashsale reconcile`, `audit` and `recover` (engine/cli.py parses)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import signal
+import sys
+import time
+from collections.abc import AsyncIterator
+
+import asyncpg  # type: ignore[import-untyped,unused-ignore]  # asyncpg ships no type hints
+from redis.exceptions import RedisError
+
+from engine import Engine, Settings
+from engine.connection import connect
+from engine.errors import FlashsaleError
+from reconciler import metrics as metrics_http
+from reconciler.audit import audit, render
+from reconciler.config import ReconcilerConfig
+from reconciler.migrate import migrate
+from reconciler.recover import recover
+from reconciler.worker import Reconciler, log_stderr
+
+
+@contextlib.asynccontextmanager
+async def engine_for(settings: Settings) -> AsyncIterator[Engine]:
+    """The engine on the Redis the gateway serves from (the cluster when configured)."""
+    url = settings.local_cluster_url if settings.redis_cluster else settings.local_redis_url
+    client = connect(url, cluster=settings.redis_cluster)
+    engine = Engine(client, settings)
+    try:
+        yield engine
+    finally:
+        if engine.batcher is not None:
+            await engine.batcher.drain()
+        await client.aclose()
+
+
+def config_from(settings: Settings, args: argparse.Namespace) -> ReconcilerConfig:
+    return ReconcilerConfig.from_settings(
+        settings,
+        min_batch=getattr(args, "min_batch", None),
+        max_batch=getattr(args, "max_batch", None),
+        progress_s=getattr(args, "progress_s", None),
+        metrics_port=getattr(args, "metrics_port", None),
+        sweep_interval_ms=getattr(args, "sweep_ms", None),
+        only_sales=tuple(getattr(args, "sale", None) or ()) or None,
+    )
+
+
+async def reconcile(settings: Settings, args: argparse.Namespace) -> int:
+    """Runs until SIGTERM or SIGINT (the batch in flight is committed and acknowledged first),
+    or with --once until what the owned streams hold is flushed."""
+    config = config_from(settings, args)
+    async with engine_for(settings) as engine:
+        worker = Reconciler(engine, config)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, worker.stop.set)
+        server = None
+        if config.metrics_port:
+            server = await metrics_http.serve(worker.metrics, config.metrics_port)
+        try:
+            await worker.run(once=args.once)
+        finally:
+            if server is not None:
+                server.close()
+    return 0
+
+
+async def _pg(settings: Settings) -> asyncpg.Connection:
+    conn = await asyncpg.connect(settings.local_database_url, timeout=10)
+    await migrate(conn)
+    return conn
+
+
+async def audit_main(settings: Settings, args: argparse.Namespace) -> int:
+    """0 when every invariant holds (a PostgreSQL side still catching up counts as pending),
+    1 on any violation, 2 when Redis or PostgreSQL cannot be asked."""
+    try:
+        async with engine_for(settings) as engine:
+            conn = await _pg(settings)
+            try:
+                found = await audit(engine, conn, args.sale, strict=args.strict)
+                seconds, micros = await engine.client.time()
+            finally:
+                await conn.close()
+    except (FlashsaleError, RedisError, OSError, asyncpg.PostgresError) as exc:
+        print(f"audit: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 2
+    print(render(found, args.sale, int(seconds) * 1000 + int(micros) // 1000))
+    return 0 if found.ok else 1
+
+
+async def recover_main(settings: Settings, args: argparse.Namespace) -> int:
+    config = config_from(settings, args)
+    started = time.perf_counter()
+    try:
+        async with engine_for(settings) as engine:
+            conn = await _pg(settings)
+            try:
+                done = await recover(
+                    engine, conn, config, args.sale, force=args.force, log=log_stderr
+                )
+            finally:
+                await conn.close()
+    except (FlashsaleError, RedisError, OSError, asyncpg.PostgresError) as exc:
+        print(f"recover: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    sold = ", ".join(f"{sku} {units}" for sku, units in done.sold.items())
+    print(
+        f"recovered sale {args.sale}: config v{done.version}, status {done.status}, "
+        f"{done.drained} stream entries flushed first, {done.orders} orders, "
+        f"{done.holds} holds written back, sold: {sold} "
+        f"({time.perf_counter() - started:.2f} s)"
+    )
+    return 0

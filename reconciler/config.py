@@ -1,0 +1,44 @@
+"""The reconciler's tunables: one frozen object, defaults from Settings, overrides from the CLI."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from engine.settings import Settings
+
+GROUP = "reconciler"
+
+
+@dataclass(frozen=True, slots=True)
+class ReconcilerConfig:
+    """Times carry their unit in the name; batch sizes are stream entries."""
+
+    database_url: str
+    min_batch: int = 50
+    max_batch: int = 1000
+    poll_idle_ms: int = 50  # pause after a round over every owned sale read nothing
+    refresh_s: float = 1.0  # how often the sale list and the share of sales are re-checked
+    sweep_interval_ms: int = 300
+    sweep_batch: int = 500
+    backoff_base_ms: int = 100
+    backoff_cap_ms: int = 5000
+    progress_s: float = 10.0  # progress line to stderr; 0 = only the final line
+    metrics_port: int = 0  # Prometheus text on 127.0.0.1:<port>/metrics; 0 = off
+    drain_timeout_s: float = 30.0  # recover: wait this long for another owner to drain
+    hold_retention_ms: int = 86_400_000  # recover: confirmed holds older than this stay gone
+    only_sales: tuple[str, ...] = ()  # empty = every sale in both Redis and PostgreSQL
+
+    @classmethod
+    def from_settings(cls, settings: Settings, **overrides: object) -> ReconcilerConfig:
+        base = cls(
+            database_url=settings.local_database_url,
+            sweep_batch=settings.sweep_batch,
+            hold_retention_ms=settings.hold_retention_s * 1000,
+        )
+        # None means "not given on the command line": the default stays.
+        values = {k: v for k, v in overrides.items() if v is not None}
+        config = dataclasses.replace(base, **values)  # type: ignore[arg-type]
+        if not 1 <= config.min_batch <= config.max_batch <= 10_000:
+            raise ValueError("batch sizes must satisfy 1 <= min_batch <= max_batch <= 10000")
+        return config

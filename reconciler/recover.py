@@ -1,0 +1,163 @@
+"""`flashsale recover`: rebuild a sale's Redis state from PostgreSQL after Redis lost it."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+
+from redis.exceptions import RedisError
+
+from engine import Engine, keys
+from engine.errors import EngineUnavailable, FlashsaleError
+from engine.results import Code, parse_allocations
+from reconciler.config import ReconcilerConfig
+from reconciler.migrate import Connection
+from reconciler.restore import (
+    RestoredHold,
+    SupplierUnits,
+    restore_counters,
+    restore_holds,
+    restore_stock,
+)
+from reconciler.store import load_sale_record
+from reconciler.streams import SaleStream, consumer_name, dead_letters
+from reconciler.worker import Log, Reconciler
+
+
+class RecoverError(FlashsaleError):
+    """The sale cannot be rebuilt as asked (refused before any write, or stopped half-way:
+    running recover again finishes the job, every step of it is idempotent)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Recovered:
+    version: int
+    status: str
+    drained: int  # stream entries flushed before the rebuild
+    orders: int  # orders whose units count as sold
+    holds: int  # confirmed or compensated holds written back
+    sold: dict[str, int]  # per sku
+
+
+_LEVELS = """
+SELECT sku, supplier_id, sold, adjusted FROM stock_levels WHERE sale_id = $1
+"""
+
+# One row per order; `undone` = a compensation gave its units back.
+_ORDERS = """
+SELECT o.order_id, o.customer_id, o.payment_ref,
+       (extract(epoch FROM o.confirmed_at) * 1000)::bigint AS confirmed_at_ms,
+       EXISTS (SELECT 1 FROM stock_movements m
+               WHERE m.kind = 'compensate' AND m.ref = o.order_id) AS undone,
+       string_agg(l.sku || ':' || l.supplier_id || ':' || l.qty, ','
+                  ORDER BY l.sku, l.supplier_id) AS lines
+FROM orders o JOIN order_lines l USING (order_id)
+WHERE o.sale_id = $1
+GROUP BY o.order_id
+"""
+
+
+async def drain(engine: Engine, config: ReconcilerConfig, sale_id: str, log: Log) -> int:
+    """Flush whatever the sale's stream still holds, so PostgreSQL is complete before it is
+    read. When a running reconciler owns the sale, wait for it to do so instead."""
+    own = dataclasses.replace(config, only_sales=(sale_id,), progress_s=0)
+    flushed = (await Reconciler(engine, own, log=log).run(once=True)).flushed_events
+    stream = SaleStream(engine.client, sale_id, consumer_name())
+    deadline = time.monotonic() + config.drain_timeout_s
+    while (lag := await stream.lag()).entries:
+        if time.monotonic() > deadline:
+            raise RecoverError(f"{lag.entries} events of {sale_id} are still not flushed")
+        await asyncio.sleep(0.1)
+    return flushed
+
+
+async def _wipe_except_streams(engine: Engine, sale_id: str) -> None:
+    """What is left of a half-lost sale cannot be trusted: every key but the event streams
+    goes (those are drained and keep their consumer group)."""
+    keep = {keys.events(sale_id), dead_letters(sale_id)}
+    try:
+        batch = [
+            key
+            async for key in engine.client.scan_iter(match=keys.prefix(sale_id) + "*", count=1000)
+            if key not in keep
+        ]
+        for start in range(0, len(batch), 500):
+            await engine.client.delete(*batch[start : start + 500])
+        await engine.client.srem(keys.sales_index(), sale_id)
+    except RedisError as exc:
+        raise EngineUnavailable(f"redis call failed: {exc}") from exc
+
+
+async def _stock(
+    conn: Connection, sale_id: str, skus: list[str]
+) -> list[tuple[str, list[SupplierUnits]]]:
+    by_sku: dict[str, list[SupplierUnits]] = {sku: [] for sku in skus}
+    for r in await conn.fetch(_LEVELS, sale_id):
+        if r["sku"] in by_sku:
+            by_sku[r["sku"]].append(SupplierUnits(r["supplier_id"], r["sold"], r["adjusted"]))
+    return [(sku, by_sku[sku]) for sku in skus]
+
+
+async def _orders(
+    conn: Connection, sale_id: str
+) -> tuple[list[RestoredHold], dict[str, dict[str, int]]]:
+    """Every order as a hold to write back, and per customer the units per sku still bought."""
+    holds: list[RestoredHold] = []
+    owned: defaultdict[str, dict[str, int]] = defaultdict(dict)
+    for r in await conn.fetch(_ORDERS, sale_id):
+        holds.append(
+            RestoredHold(
+                r["order_id"],
+                r["customer_id"],
+                r["lines"],
+                int(r["confirmed_at_ms"] or 0),
+                r["payment_ref"],
+                bool(r["undone"]),
+            )
+        )
+        if not r["undone"]:
+            mine = owned[r["customer_id"]]
+            for a in parse_allocations(r["lines"]):
+                mine[a.sku] = mine.get(a.sku, 0) + a.qty
+    return holds, dict(owned)
+
+
+async def recover(
+    engine: Engine,
+    conn: Connection,
+    config: ReconcilerConfig,
+    sale_id: str,
+    *,
+    force: bool = False,
+    log: Log,
+) -> Recovered:
+    found = await load_sale_record(conn, sale_id)
+    if found is None:
+        raise RecoverError(f"PostgreSQL has no sale {sale_id}")
+    record, version, status = found
+    if not force and await engine.stock(sale_id) is not None:
+        raise RecoverError(f"sale {sale_id} is loaded in Redis; --force rebuilds it anyway")
+    # Wipe first, then drain: with the sale's hash, holds and stock gone no script can add an
+    # event any more, so once drained PostgreSQL has every event there will ever be.
+    await _wipe_except_streams(engine, sale_id)
+    drained = await drain(engine, config, sale_id, log)
+    stock = await _stock(conn, sale_id, [item.sku for item in record.items])
+    holds, owned = await _orders(conn, sale_id)
+    if await restore_stock(engine, sale_id, stock) is not Code.OK:
+        raise RecoverError(f"sale {sale_id} was loaded again while it was being rebuilt")
+    loaded = await engine.load_sale(record.to_config(version))
+    if loaded.code is not Code.OK:
+        raise RecoverError(f"load_sale refused the rebuilt sale: {loaded}")
+    now_ms = int(time.time() * 1000)
+    recent = [h for h in holds if h.confirmed_at_ms + config.hold_retention_ms > now_ms]
+    await restore_holds(engine, sale_id, recent, now_ms, config.hold_retention_ms)
+    await restore_counters(engine, sale_id, owned)
+    code, _ = await engine.set_status(sale_id, status)
+    if code is not Code.OK:
+        raise RecoverError(f"sale {sale_id} is rebuilt but stays paused: set_status said {code}")
+    sold = {sku: sum(s.sold for s in sups) for sku, sups in stock}
+    live = sum(1 for h in holds if not h.compensated)
+    return Recovered(version, status, drained, live, len(recent), sold)
