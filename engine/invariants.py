@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from engine import keys
 from engine.api import Engine
-from engine.connection import hgetall, zrange_scores
+from engine.connection import zrange_scores
 from engine.results import SaleState, parse_allocations
 
 
@@ -23,10 +23,23 @@ class HoldRecord:
 
 async def read_holds(engine: Engine, sale_id: str) -> list[HoldRecord]:
     """Every hold hash of the sale that still exists (ended holds live for the retention time)."""
+    found = [
+        key async for key in engine.client.scan_iter(match=keys.hold(sale_id, "*"), count=1000)
+    ]
     out = []
-    async for key in engine.client.scan_iter(match=keys.hold(sale_id, "*"), count=1000):
-        h = await hgetall(engine.client, key)
-        if h:
+    for start in range(0, len(found), 500):  # pipelined: one round trip per 500 holds
+        pipe = engine.client.pipeline(transaction=False)
+        for key in found[start : start + 500]:
+            pipe.hgetall(key)
+        replies = await pipe.execute()
+        out += _records(found[start : start + 500], replies)
+    return out
+
+
+def _records(hold_keys: list[str], replies: list[dict[str, str]]) -> list[HoldRecord]:
+    out = []
+    for key, h in zip(hold_keys, replies, strict=True):
+        if h:  # expired by retention between the scan and the read
             out.append(
                 HoldRecord(
                     key.rsplit(":", 1)[1],
@@ -108,9 +121,13 @@ async def _limit_violations(engine: Engine, state: SaleState, holds: list[HoldRe
         if h.status in ("held", "confirmed"):
             for a in parse_allocations(h.lines):
                 owned[(h.customer_id, a.sku)] += a.qty
+    customers = sorted({c for c, _ in owned})
+    pipe = engine.client.pipeline(transaction=False)
+    for customer in customers:
+        pipe.hgetall(keys.user(state.sale_id, customer))
+    counters: list[dict[str, str]] = await pipe.execute()
     bad = []
-    for customer in {c for c, _ in owned}:
-        counted = await hgetall(engine.client, keys.user(state.sale_id, customer))
+    for customer, counted in zip(customers, counters, strict=True):
         for sku in {s for c, s in owned if c == customer} | set(counted):
             units = owned[(customer, sku)]
             if int(counted.get(sku, 0)) != units:
