@@ -5,7 +5,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: venv services down lint test demo bench clean
+.PHONY: venv services browser down lint test demo bench clean
+CHROMIUM := /usr/bin/chromium
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,6 +19,19 @@ venv: $(STAMP)
 services: venv
 	$(BIN)/flashsale services up
 
+# The queue page's browser test drives Debian's headless Chromium through Playwright (never
+# `playwright install`): installed here when missing and root; otherwise the test fails saying so.
+browser:
+	@if [ -x $(CHROMIUM) ]; then :; \
+	elif [ "$$(id -u)" = 0 ]; then \
+	  echo "installing Debian's chromium for the browser test"; \
+	  DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	else \
+	  echo "browser: $(CHROMIUM) is missing and this is not root; install Debian's chromium" \
+	    "package (apt-get install chromium) or the browser test fails" >&2; \
+	fi
+
 down: venv
 	$(BIN)/flashsale services down
 
@@ -25,7 +39,7 @@ lint: venv
 	$(BIN)/ruff check engine gateway reconciler loadtests tests
 	$(BIN)/mypy
 
-test: services lint
+test: services browser lint
 	$(BIN)/pytest -q -p no:cacheprovider
 
 demo: services

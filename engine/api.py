@@ -32,6 +32,7 @@ from engine.sale import MAX_UNITS, SaleConfig
 from engine.scripts import Scripts
 from engine.settings import Settings
 from engine.validation import check_cart, check_id, check_int, check_status
+from engine.waiting_room import TokenUse
 
 
 class Engine:
@@ -51,6 +52,16 @@ class Engine:
         if not self.settings.test_clock:
             raise RuntimeError("the test clock is off (FLASHSALE_TEST_CLOCK)")
         self._offset_ms += delta_ms
+
+    @property
+    def offset_ms(self) -> int:
+        """The scripts' clock offset (0 unless the test clock moved it)."""
+        return self._offset_ms
+
+    async def call(self, script: AsyncScript, keys_: Sequence[str], args: Sequence[Any]) -> Any:
+        """Runs a registered script the way this engine runs its own (batched, one error type);
+        for the engine modules built beside it, such as the waiting room."""
+        return await self._run(script, keys_, args)
 
     async def _run(self, script: AsyncScript, keys_: Sequence[str], args: Sequence[Any]) -> Any:
         if self.batcher is not None:
@@ -126,7 +137,10 @@ class Engine:
         idempotency_key: str | None = None,
         *,
         admitted: bool = False,
+        token: TokenUse | None = None,
     ) -> ReserveResult:
+        """`admitted`: the caller verified a waiting-room admission. `token`: that admission's
+        token, whose attempts reserve.lua counts (implies admitted)."""
         check_id("sale_id", sale_id)
         check_id("customer_id", customer_id)
         if idempotency_key is not None:
@@ -142,6 +156,8 @@ class Engine:
             keys.user(sale_id, customer_id),
             keys.idem(sale_id, customer_id, idem),
             keys.hold(sale_id, hold_id),
+            keys.room_tries(sale_id, token.place if token else None),
+            keys.room_active(sale_id),
             *(keys.stock(sale_id, sku) for sku, _ in cart),
         ]
         args: list[str | int] = [
@@ -154,7 +170,8 @@ class Engine:
             self.settings.reclaim_batch,
             self._retention_ms,
             self._idem_ttl_ms,
-            int(admitted),
+            int(admitted or token is not None),
+            *(token.args() if token else ("", 0, 0)),
         ]
         for sku, qty in cart:
             args += [sku, qty]

@@ -52,6 +52,9 @@ def _serve(args: argparse.Namespace) -> int:
         workers=args.workers,
         loop="uvloop",
         http="httptools",
+        # The gateway decides itself which proxies may set X-Forwarded-For (settings); uvicorn's
+        # own handling would trust any loopback peer and let a spoofed header dodge rate limits.
+        proxy_headers=False,
         access_log=False,
         log_level="warning",
         timeout_graceful_shutdown=10,
@@ -120,7 +123,7 @@ def _parser() -> argparse.ArgumentParser:
     migrate = sub.add_parser("migrate", help="apply the PostgreSQL migrations")
     migrate.set_defaults(func=_migrate)
     bench = sub.add_parser("bench", help="run a benchmark and print a table")
-    bench.add_argument("target", choices=["engine", "gateway", "reconcile"])
+    bench.add_argument("target", choices=["engine", "gateway", "reconcile", "queue"])
     bench.add_argument("--requests", type=int, default=100_000, help="reservations per side")
     bench.add_argument("--concurrency", type=int, default=50, help="concurrent callers per side")
     bench.add_argument("--seconds", type=int, default=10, help="gateway: wrk run per side")

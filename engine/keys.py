@@ -52,3 +52,55 @@ def events(sale_id: str) -> str:
 def sales_index() -> str:
     """The set of sale ids loaded into this Redis (reconciler and sweeper iterate it)."""
     return "fs:sales"
+
+
+# --- waiting room: same {sale} hash tag, so a room's keys share the slot of its sale ------------
+
+
+def room_prefix(sale_id: str) -> str:
+    return f"wr:{{{sale_id}}}:"
+
+
+def room(sale_id: str) -> str:
+    """Hash: seq, serving, prequeue, opened_at_ms, seed, seed_sha256, counters, allowance."""
+    return room_prefix(sale_id) + "room"
+
+
+def room_tickets(sale_id: str) -> str:
+    """Hash customer -> ticket number (one ticket per customer)."""
+    return room_prefix(sale_id) + "tickets"
+
+
+def room_who(sale_id: str) -> str:
+    """Hash ticket number -> customer."""
+    return room_prefix(sale_id) + "who"
+
+
+def room_seen(sale_id: str) -> str:
+    """Hash place -> last heartbeat (server ms)."""
+    return room_prefix(sale_id) + "seen"
+
+
+def room_active(sale_id: str) -> str:
+    """Zset place -> session end ms: admitted sessions that have not placed a hold yet."""
+    return room_prefix(sale_id) + "active"
+
+
+def room_admitted(sale_id: str) -> str:
+    """Hash place -> 'admitted_at_ms:session_end_ms' for every admission ever made."""
+    return room_prefix(sale_id) + "admitted"
+
+
+def room_lease(sale_id: str) -> str:
+    """String: the id of the gateway process whose admission loop runs this room."""
+    return room_prefix(sale_id) + "lease"
+
+
+def room_tries(sale_id: str, place: int | None) -> str:
+    """Checkout attempts made with the admission token of `place`; None: no token (unused)."""
+    return room_prefix(sale_id) + "tries:" + ("-" if place is None else str(place))
+
+
+def rate_bucket(sale_id: str, kind: str, client: str) -> str:
+    """Token bucket of one client (kind 'c' customer, 'a' address) or of the sale ('s', '')."""
+    return room_prefix(sale_id) + "rl:" + kind + ":" + client

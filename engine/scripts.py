@@ -19,6 +19,12 @@ SCRIPT_NAMES = (
     "load_sale",
     "set_status",
     "stock",
+    "queue_join",
+    "queue_admit",
+    "queue_state",
+    "queue_beat",
+    "queue_ticket",
+    "rate_limit",
 )
 
 
@@ -46,6 +52,12 @@ class Scripts:
     load_sale: AsyncScript
     set_status: AsyncScript
     stock: AsyncScript
+    queue_join: AsyncScript
+    queue_admit: AsyncScript
+    queue_state: AsyncScript
+    queue_beat: AsyncScript
+    queue_ticket: AsyncScript
+    rate_limit: AsyncScript
 
     @classmethod
     def register(cls, client: Any) -> Scripts:

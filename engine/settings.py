@@ -33,6 +33,25 @@ class Settings:
     idempotency_ttl_s: int = 86_400
     test_clock: bool = False
     pg_pool_size: int = 10
+    # Waiting room: admission tokens (HS256 JWT) and tickets are signed with token_secret under
+    # key id token_kid; token_previous_secrets ("kid=secret,...") are still accepted, so a
+    # secret rotates without logging anyone out.
+    token_kid: str = "k1"
+    token_previous_secrets: str = ""
+    token_max_attempts: int = 5  # checkout attempts per admission token
+    queue_ghost_after_ms: int = 60_000  # a waiter silent this long is skipped
+    queue_poll_ms: int = 2_000  # how often the page polls (advice sent to clients)
+    queue_tick_ms: int = 100  # admission loop period while people wait
+    queue_lease_ms: int = 3_000  # admission-loop leader lease in Redis
+    queue_cache_ms: int = 250  # per-worker cache of a room's state (status route)
+    queue_beat_flush_ms: int = 1_000  # per-worker heartbeat batching
+    queue_loop: bool = True  # run admission loops in this gateway
+    # Rate limits (token buckets in Redis) of the join and checkout routes, used when a sale's
+    # rate_limit leaves a value out; 0 turns a limit off.
+    rate_per_client_per_s: int = 0
+    rate_burst: int = 20
+    rate_per_sale_per_s: int = 0
+    trusted_proxies: str = ""  # comma-separated IPs/CIDRs whose X-Forwarded-For is believed
 
     @property
     def local_redis_url(self) -> str:

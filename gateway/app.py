@@ -17,10 +17,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from engine import Engine, InvalidInput, Settings, load_settings
 from engine.connection import connect
-from gateway import admin, checkout, public
+from gateway import admin, checkout, public, queue
 from gateway.http import ADMIN_MAX_BYTES, header, send_problem
 from gateway.openapi import openapi_body, openapi_json
 from gateway.problems import PROBLEM_TYPE, Problem
+from gateway.queue_service import QueueService
 from gateway.state import GatewayState
 from reconciler.migrate import migrate
 
@@ -108,7 +109,11 @@ def routes() -> list[Route]:
     sale = "/v1/sales/{sale}"
     hold = sale + "/holds/{hold}"
     return [
+        Route(sale + "/queue/{ticket}", queue.QueueStatus(), methods=["GET"]),
         Route(sale + "/holds", checkout.CreateHold(), methods=["POST"]),
+        Route(sale + "/queue", queue.JoinQueue(), methods=["POST"]),
+        Route(sale + "/queue", queue.room_info, methods=["GET"]),
+        Route("/sales/{sale}/waiting-room", queue.waiting_room_page, methods=["GET"]),
         Route(hold, checkout.get_hold, methods=["GET"]),
         Route(hold + "/confirm", checkout.confirm_hold, methods=["POST"]),
         Route(hold + "/release", checkout.release_hold, methods=["POST"]),
@@ -136,10 +141,13 @@ def create_app(settings: Settings) -> Starlette:
             await migrate(conn)
         engine = Engine(client, settings)
         app.state.gateway = GatewayState(settings, engine, pool)
+        app.state.queue = QueueService(settings, engine, pool)
+        app.state.queue.start()  # admission loops and heartbeat batching
         try:
             yield
         finally:
             # uvicorn has stopped accepting and finished in-flight requests by now.
+            await app.state.queue.stop()
             if engine.batcher is not None:
                 await engine.batcher.drain()
             await pool.close()

@@ -12,8 +12,10 @@ from starlette.types import Receive, Scope, Send
 from engine.errors import EngineUnavailable, InvalidInput
 from engine.keys import ID_PATTERN
 from engine.results import Allocation, Code, ReserveResult
+from engine.waiting_room import TokenUse
 from gateway.http import header, parse_json_object, read_body, send_json, send_problem
 from gateway.problems import Problem, from_code, invalid
+from gateway.queue_service import QueueService
 from gateway.responses import json_response, read_json
 from gateway.schemas import iso, parse_checkout, parse_confirm
 from gateway.state import GatewayState
@@ -55,13 +57,18 @@ class CreateHold:
         self, state: GatewayState, scope: Scope, receive: Receive
     ) -> tuple[int, Any, dict[str, str]]:
         sale_id = scope["path_params"]["sale"]
+        if not ID_PATTERN.fullmatch(sale_id):
+            raise invalid("sale must be 1-64 characters of A-Z a-z 0-9 _ -")
         idem = header(scope, b"idempotency-key")
         if idem is not None and not ID_PATTERN.fullmatch(idem):
             raise invalid("Idempotency-Key must be 1-64 characters of A-Z a-z 0-9 _ -")
         body = await read_body(scope, receive, state.settings.max_body_bytes)
         customer, cart = parse_checkout(parse_json_object(body))
+        queue: QueueService = scope["app"].state.queue
+        token = _admission(queue, scope, sale_id, customer)
+        await queue.limit(scope, sale_id, customer)
         try:
-            result = await state.engine.reserve(sale_id, customer, cart, idem)
+            result = await state.engine.reserve(sale_id, customer, cart, idem, token=token)
         except InvalidInput as exc:
             raise invalid(str(exc)) from None
         except EngineUnavailable:
@@ -78,6 +85,16 @@ class CreateHold:
         return 201, doc, {"Idempotent-Replayed": "true"} if result.replay else {}
 
 
+def _admission(queue: QueueService, scope: Scope, sale_id: str, customer: str) -> TokenUse | None:
+    """The request's admission token, verified here without Redis (a bad one is refused with
+    its own code); reserve.lua counts its attempts. No token: the sale must have no room."""
+    authorization = header(scope, b"authorization")
+    if authorization is None:
+        return None
+    claims = queue.tokens.verify(authorization, sale_id, customer)
+    return TokenUse(claims.place, queue.settings.token_max_attempts, claims.expires_at_ms)
+
+
 def _refusal(result: ReserveResult) -> Problem:
     if result.code in (Code.SOLD_OUT, Code.LIMIT_EXCEEDED, Code.UNKNOWN_SKU):
         detail = f"sku {result.sku}"
@@ -88,6 +105,10 @@ def _refusal(result: ReserveResult) -> Problem:
         return from_code(result.code, detail)
     if result.code is Code.IDEMPOTENCY_CONFLICT:
         return from_code(result.code, "this Idempotency-Key was used with another request")
+    if result.code is Code.NOT_ADMITTED:
+        return from_code(result.code, "join the sale's waiting room and check out when admitted")
+    if result.code is Code.TOKEN_EXHAUSTED:
+        return from_code(result.code, f"this admission token made its {result.detail} attempts")
     return from_code(result.code, result.detail)
 
 

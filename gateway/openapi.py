@@ -138,6 +138,9 @@ def document(settings: Settings) -> dict[str, Any]:
     admin = "/v1/admin/sales/{sale}"
     create_hold = _op("Place a hold (checkout)", 201, ["sale"], "Checkout")
     create_hold["parameters"].append(IDEM)
+    create_hold["security"] = [{}, {"admissionToken": []}]  # the token: sales with a room
+    page = _op("The waiting-room page (HTML)", 200, ["sale"])
+    page["responses"]["200"] = {"description": "the page", "content": {"text/html": {}}}
     paths: dict[str, Any] = {
         admin: {
             "put": _op(
@@ -153,6 +156,14 @@ def document(settings: Settings) -> dict[str, Any]:
         },
         sale: {"get": _op("A sale with soft availability levels", 200, ["sale"])},
         f"{sale}/holds": {"post": create_hold},
+        f"{sale}/queue": {
+            "post": _op(
+                "Join the waiting room (201; 200: the same ticket)", (200, 201), ["sale"], "Join"
+            ),
+            "get": _op("The room's public figures and shuffle commitment", 200, ["sale"]),
+        },
+        f"{sale}/queue/{{ticket}}": {"get": _op("A ticket's status", 200, ["sale", "ticket"])},
+        "/sales/{sale}/waiting-room": {"get": page},
         hold: {"get": _op("A hold and its status", 200, ["sale", "hold"])},
         f"{hold}/confirm": {"post": _op("Confirm (pay) a hold", 200, ["sale", "hold"], "Confirm")},
         f"{hold}/release": {"post": _op("Give the units back", 200, ["sale", "hold"])},
@@ -171,9 +182,13 @@ def document(settings: Settings) -> dict[str, Any]:
                 "Sale": SALE,
                 "Checkout": _checkout(settings),
                 "Confirm": CONFIRM,
+                "Join": _obj({"customer_id": ID}, ["customer_id"]),
                 "Problem": PROBLEM_SCHEMA,
             },
-            "securitySchemes": {"adminKey": {"type": "http", "scheme": "bearer"}},
+            "securitySchemes": {
+                "adminKey": {"type": "http", "scheme": "bearer"},
+                "admissionToken": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"},
+            },
         },
     }
 

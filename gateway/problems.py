@@ -27,6 +27,9 @@ STATUS_OF: dict[str, tuple[int, str]] = {
     Code.STALE_VERSION: (409, "STALE_VERSION"),
     Code.BAD_TRANSITION: (409, "BAD_TRANSITION"),
     Code.NOT_ADMITTED: (403, "NOT_ADMITTED"),
+    Code.TOKEN_EXHAUSTED: (403, "TOKEN_EXHAUSTED"),
+    Code.NO_WAITING_ROOM: (409, "NO_WAITING_ROOM"),
+    Code.RATE_LIMITED: (429, "RATE_LIMITED"),
 }
 
 TITLES = {
@@ -46,6 +49,12 @@ TITLES = {
     "STALE_VERSION": "A newer configuration is loaded",
     "BAD_TRANSITION": "That status change is not allowed",
     "NOT_ADMITTED": "A waiting-room admission is needed",
+    "TOKEN_INVALID": "The admission token is not valid",
+    "TOKEN_EXPIRED": "The admission token has expired",
+    "TOKEN_WRONG_SALE": "The admission token is for another sale",
+    "TOKEN_WRONG_CUSTOMER": "The admission token is for another customer",
+    "TOKEN_EXHAUSTED": "The admission token has no checkout attempts left",
+    "NO_WAITING_ROOM": "This sale has no waiting room",
     "INVALID_REQUEST": "Invalid request",
     "MALFORMED_JSON": "The body is not valid JSON",
     "PAYLOAD_TOO_LARGE": "The body is too large",

@@ -113,5 +113,6 @@ async def metrics(request: Request) -> Response:
         gauges += await _stock_gauges(state)
     except EngineUnavailable:
         gauges.append(("flashsale_redis_up", {}, 0))
+    gauges += await request.app.state.queue.metric_gauges()  # waiting rooms (queue_service.py)
     text = state.metrics.render(gauges)
     return PlainTextResponse(text, media_type="text/plain; version=0.0.4")

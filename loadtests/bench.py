@@ -72,6 +72,8 @@ def _redis_benchmark(settings: Settings, port: int, requests: int, concurrency: 
         keys.user(s, "bench"),
         keys.idem(s, "bench", ""),
         keys.hold(s, "rb-__rand_int__"),
+        keys.room_tries(s, None),
+        keys.room_active(s),
         keys.stock(s, "hot"),
     ]
     args = [
@@ -84,6 +86,9 @@ def _redis_benchmark(settings: Settings, port: int, requests: int, concurrency: 
         str(settings.reclaim_batch),
         "86400000",
         "86400000",
+        "0",
+        "",
+        "0",
         "0",
         "hot",
         "1",
@@ -184,5 +189,17 @@ async def run(settings: Settings, target: str, args: argparse.Namespace) -> int:
             bench_gateway, settings, args.seconds, args.connections, args.workers
         )
         print_table("checkout vs /healthz (same server, same run)", rows, rows[0])
+        return 0
+    if target == "queue":
+        from loadtests.bench_queue import bench_queue
+
+        print(
+            f"bench queue: wrk, {args.seconds} s per side, {args.connections} connections, "
+            f"{args.workers} workers"
+        )
+        rows = await asyncio.to_thread(
+            bench_queue, settings, args.seconds, args.connections, args.workers
+        )
+        print_table("queue status and join vs /healthz (same server, same run)", rows, rows[0])
         return 0
     raise ValueError(f"unknown bench target {target}")

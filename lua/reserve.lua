@@ -5,7 +5,10 @@
 -- KEYS[3] fs:{S}:user:{cust}   hash sku -> units held or bought by this customer
 -- KEYS[4] fs:{S}:idem:{cust}:{key} string hold_id (unused when ARGV[4] is '')
 -- KEYS[5] fs:{S}:hold:{id}     the new hold's hash
--- KEYS[6..5+n] fs:{S}:stock:{sku} one per line, in line order
+-- KEYS[6] wr:{S}:tries:{place} checkout attempts made with this admission token (unused when
+--                               ARGV[11] is '')
+-- KEYS[7] wr:{S}:active        zset place -> session end ms of the waiting room's open sessions
+-- KEYS[8..7+n] fs:{S}:stock:{sku} one per line, in line order
 -- ARGV[1] pfx            key prefix fs:{S}: (to reach expired holds' keys, same slot)
 -- ARGV[2] hold_id        id for the new hold
 -- ARGV[3] customer       customer id
@@ -16,10 +19,17 @@
 -- ARGV[8] retention_ms   how long an ended hold stays readable
 -- ARGV[9] idem_ttl_ms    lifetime of the idempotency key
 -- ARGV[10] admitted      1 when the caller verified a waiting-room admission for this sale
--- ARGV[11..] sku, qty    pairs, one per line
+-- ARGV[11] token_place   place of the verified admission token, '' when none: its attempts
+--                        are counted, and its place leaves the open sessions once it holds
+-- ARGV[12] max_attempts  checkout attempts one token may make (count; with a token only)
+-- ARGV[13] token_expires_at_ms the token's expiry; its attempt counter lives as long
+-- ARGV[14..] sku, qty    pairs, one per line
 -- Returns {'OK', hold_id, expires_at_ms, lines, replay(0|1)} | {'SOLD_OUT', sku, available}
 --   | {'LIMIT_EXCEEDED', sku, units_already} | {'SALE_NOT_OPEN', status} | {'UNKNOWN_SALE'}
---   | {'UNKNOWN_SKU', sku} | {'IDEMPOTENCY_CONFLICT', hold_id} | {'NOT_ADMITTED'} | {'INVALID', reason}
+--   | {'UNKNOWN_SKU', sku} | {'IDEMPOTENCY_CONFLICT', hold_id} | {'NOT_ADMITTED'}
+--   | {'TOKEN_EXHAUSTED', attempts} | {'INVALID', reason}
+-- An idempotent replay does not count as an attempt; every other attempt with a token does,
+-- whatever its answer, so a token cannot be used to hammer the stock.
 local pfx = ARGV[1]
 local hold_id = ARGV[2]
 local customer = ARGV[3]
@@ -30,7 +40,10 @@ local reclaim_limit = tonumber(ARGV[7])
 local retention_ms = tonumber(ARGV[8])
 local idem_ttl_ms = tonumber(ARGV[9])
 local admitted = ARGV[10]
-local n_lines = (#ARGV - 10) / 2
+local token_place = ARGV[11]
+local max_attempts = tonumber(ARGV[12])
+local token_expires_at_ms = tonumber(ARGV[13])
+local n_lines = (#ARGV - 13) / 2
 
 local now = now_ms(offset_ms)
 reclaim_expired(pfx, now, reclaim_limit, retention_ms)
@@ -56,14 +69,20 @@ if not started or (ends_at_ms > 0 and now >= ends_at_ms) then
 end
 local limit = tonumber(sale[5])
 if sale[6] == '1' and admitted ~= '1' then return { 'NOT_ADMITTED' } end
+if token_place ~= '' then
+  local tries = tonumber(redis.call('GET', KEYS[6]) or 0)
+  if tries >= max_attempts then return { 'TOKEN_EXHAUSTED', tries } end
+  redis.call('INCR', KEYS[6])
+  redis.call('PEXPIREAT', KEYS[6], token_expires_at_ms + 1000)
+end
 
 -- Check every line before touching anything: all or nothing.
 local skus, qtys, stocks, seen = {}, {}, {}, {}
 for i = 1, n_lines do
-  local sku, qty = ARGV[9 + 2 * i], tonumber(ARGV[10 + 2 * i])
+  local sku, qty = ARGV[12 + 2 * i], tonumber(ARGV[13 + 2 * i])
   if seen[sku] or not qty or qty < 1 then return { 'INVALID', 'line ' .. i } end
   seen[sku] = true
-  local s = redis.call('HMGET', KEYS[5 + i], 'available', 'reserved', 'suppliers')
+  local s = redis.call('HMGET', KEYS[7 + i], 'available', 'reserved', 'suppliers')
   if not s[3] then return { 'UNKNOWN_SKU', sku } end
   skus[i], qtys[i], stocks[i] = sku, qty, s
 end
@@ -90,7 +109,7 @@ for i = 1, n_lines do
     fields[#fields + 1] = 'avail:' .. sup
     fields[#fields + 1] = 'resv:' .. sup
   end
-  local cur = redis.call('HMGET', KEYS[5 + i], unpack(fields))
+  local cur = redis.call('HMGET', KEYS[7 + i], unpack(fields))
   local writes = { 'available', tonumber(s[1]) - qty, 'reserved', tonumber(s[2]) + qty }
   local left = qty
   for j, sup in ipairs(sups) do
@@ -109,7 +128,7 @@ for i = 1, n_lines do
   plans[i] = writes
 end
 for i = 1, n_lines do
-  redis.call('HSET', KEYS[5 + i], unpack(plans[i]))
+  redis.call('HSET', KEYS[7 + i], unpack(plans[i]))
   redis.call('HINCRBY', KEYS[3], skus[i], qtys[i])
 end
 
@@ -120,5 +139,8 @@ redis.call('HSET', KEYS[5], 'user', customer, 'status', 'held', 'expires_at_ms',
 redis.call('ZADD', KEYS[2], expires_at_ms, hold_id)
 if idem_key ~= '' then
   redis.call('SET', KEYS[4], hold_id, 'PX', idem_ttl_ms)
+end
+if token_place ~= '' then
+  redis.call('ZREM', KEYS[7], token_place)  -- the session has its hold: no longer open
 end
 return { 'OK', hold_id, expires_at_ms, lines, 0 }

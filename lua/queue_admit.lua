@@ -1,0 +1,106 @@
+-- queue_admit: one tick of a room's admission loop; only the lease holder moves the room.
+-- Opens the room once the sale has started: the pre-queue's size is fixed and its seed becomes
+-- public. Then passes the next places in order: a place heard from within ghost_after_ms is
+-- admitted (a session until now + session_ms), a silent one is skipped. Admits at most
+-- admit_rate_per_s (credit carries between ticks, at most 1 s of it), never more than
+-- max_active open sessions, and never more open sessions than units left to sell.
+-- KEYS[1] fs:{S}:sale        sale hash (status, starts_at_ms, ends_at_ms, waiting_room)
+-- KEYS[2] fs:{S}:skus        set of the sale's skus (stock hashes fs:{S}:stock:{sku})
+-- KEYS[3] wr:{S}:room        room hash
+-- KEYS[4] wr:{S}:seen        hash place -> last heartbeat ms
+-- KEYS[5] wr:{S}:active      zset place -> session end ms (admitted, no hold placed yet)
+-- KEYS[6] wr:{S}:admitted    hash place -> 'admitted_at_ms:session_end_ms'
+-- KEYS[7] wr:{S}:lease       string: owner id of the loop running this room
+-- ARGV[1] pfx              key prefix fs:{S}: (to reach each sku's stock hash, same slot)
+-- ARGV[2] owner            id of the calling loop
+-- ARGV[3] lease_ms         lease length; every tick of the holder renews it
+-- ARGV[4] offset_ms        test clock offset (0 in production)
+-- ARGV[5] admit_rate_per_s admissions per second
+-- ARGV[6] max_active       most open sessions at once
+-- ARGV[7] session_ms       length of a session (the admission token's lifetime)
+-- ARGV[8] ghost_after_ms   a place silent for longer is skipped
+-- ARGV[9] max_scan         most places passed in one tick (bounds the script's run time)
+-- ARGV[10] seed            64 hex chars, committed only when the room has no seed yet
+-- ARGV[11] seed_sha256     hex SHA-256 of that seed
+-- Returns {'OK', serving, skipped, seq, place, place, ...}: the places admitted by this tick, in
+--   order (seq: tickets issued so far)
+--   | {'NOT_LEADER', holder} | {'UNKNOWN_SALE'} | {'NO_WAITING_ROOM'}
+--   | {'SALE_NOT_OPEN', status}: not started, paused, closed or ended (nothing admitted)
+local pfx = ARGV[1]
+local owner = ARGV[2]
+local lease_ms = tonumber(ARGV[3])
+local offset_ms = tonumber(ARGV[4])
+local rate = tonumber(ARGV[5])
+local max_active = tonumber(ARGV[6])
+local session_ms = tonumber(ARGV[7])
+local ghost_after_ms = tonumber(ARGV[8])
+local max_scan = tonumber(ARGV[9])
+local seed = ARGV[10]
+local seed_sha256 = ARGV[11]
+
+local sale = redis.call('HMGET', KEYS[1], 'status', 'starts_at_ms', 'ends_at_ms', 'waiting_room')
+if not sale[1] then return { 'UNKNOWN_SALE' } end
+if sale[4] ~= '1' then return { 'NO_WAITING_ROOM' } end
+local holder = redis.call('GET', KEYS[7])
+if holder and holder ~= owner then return { 'NOT_LEADER', holder } end
+redis.call('SET', KEYS[7], owner, 'PX', lease_ms)
+
+local now = now_ms(offset_ms)
+if redis.call('HEXISTS', KEYS[3], 'seed_sha256') == 0 then
+  redis.call('HSET', KEYS[3], 'seed', seed, 'seed_sha256', seed_sha256)
+end
+local status, ends_at_ms = sale[1], tonumber(sale[3])
+local started = status == 'open' or (status == 'scheduled' and now >= tonumber(sale[2]))
+if not started or (ends_at_ms > 0 and now >= ends_at_ms) then
+  return { 'SALE_NOT_OPEN', status }
+end
+
+local room = redis.call('HMGET', KEYS[3], 'seq', 'serving', 'opened_at_ms', 'allowance', 'tick_ms',
+  'rate_per_s')
+local seq, serving = tonumber(room[1] or 0), tonumber(room[2] or 0)
+local opened_at = tonumber(room[3])
+if not opened_at then
+  -- From here on the pre-queue is closed: its size and the seed fix every pre-queue place.
+  opened_at = now
+  redis.call('HSET', KEYS[3], 'opened_at_ms', now, 'prequeue', seq, 'tick_ms', now)
+end
+if tonumber(room[6]) ~= rate then redis.call('HSET', KEYS[3], 'rate_per_s', rate) end
+-- Credit grows linearly with time since the last admitting tick, so ticks that admit nobody
+-- need not write anything (an idle room's hash stays as it is). At most 1 s of it is kept.
+local last = tonumber(room[5] or now)
+local credit = tonumber(room[4] or 0) + math.max(now - last, 0) * rate / 1000
+credit = math.min(credit, math.max(rate, 1))
+
+redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', now)
+local active = redis.call('ZCARD', KEYS[5])
+local units = 0
+for _, sku in ipairs(redis.call('SMEMBERS', KEYS[2])) do
+  units = units + tonumber(redis.call('HGET', pfx .. 'stock:' .. sku, 'available') or 0)
+end
+-- Each open session may still take a unit: admit no one the stock left cannot serve.
+local wanted = math.min(math.floor(credit), max_active - active, units - active)
+
+local out, admitted, skipped, scanned = { 'OK', 0, 0, seq }, 0, 0, 0
+while admitted < wanted and serving < seq and scanned < max_scan do
+  serving = serving + 1
+  scanned = scanned + 1
+  local seen = tonumber(redis.call('HGET', KEYS[4], serving) or 0)
+  if math.max(seen, opened_at) + ghost_after_ms < now then
+    skipped = skipped + 1
+  else
+    local ends = now + session_ms
+    redis.call('ZADD', KEYS[5], ends, serving)
+    redis.call('HSET', KEYS[6], serving, string.format('%d:%d', now, ends))
+    admitted = admitted + 1
+    out[#out + 1] = serving
+  end
+  redis.call('HDEL', KEYS[4], serving)  -- a passed place needs no heartbeat any more
+end
+if scanned > 0 then
+  redis.call('HSET', KEYS[3], 'serving', serving, 'tick_ms', now,
+    'allowance', string.format('%.6f', credit - admitted))
+  if admitted > 0 then redis.call('HINCRBY', KEYS[3], 'admitted', admitted) end
+  if skipped > 0 then redis.call('HINCRBY', KEYS[3], 'skipped', skipped) end
+end
+out[2], out[3] = serving, skipped
+return out

@@ -1,0 +1,19 @@
+-- queue_beat: record that waiting places were heard from (a gateway worker's batched heartbeats).
+-- KEYS[1] wr:{S}:room        room hash (places at or below `serving` need no heartbeat)
+-- KEYS[2] wr:{S}:seen        hash place -> last heartbeat ms
+-- ARGV[1] offset_ms      test clock offset (0 in production)
+-- ARGV[2..] place        the places heard from since the worker's last batch
+-- Returns the count of places recorded.
+local offset_ms = tonumber(ARGV[1])
+
+local now = now_ms(offset_ms)
+local serving = tonumber(redis.call('HGET', KEYS[1], 'serving') or 0)
+local fields = {}
+for i = 2, #ARGV do
+  if tonumber(ARGV[i]) > serving then
+    fields[#fields + 1] = ARGV[i]
+    fields[#fields + 1] = now
+  end
+end
+if #fields > 0 then redis.call('HSET', KEYS[2], unpack(fields)) end
+return #fields / 2

@@ -1,0 +1,221 @@
+"""Pure parts of the waiting room: tokens and tickets, the shuffle, wait estimates, client
+addresses and rate-limit buckets, the per-worker cache."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import time
+from typing import Any
+
+import jwt
+import pytest
+
+from engine import keys
+from engine.sale import RateLimitConfig
+from engine.settings import Settings
+from engine.shuffle import commitment, new_seed, places_of, prequeue_order
+from gateway.cache import Cached
+from gateway.clients import Limits, TrustedProxies, buckets, client_address
+from gateway.eta import RateWindow, eta_s
+from gateway.problems import Problem
+from gateway.queue_service import _check
+from gateway.tokens import KeyRing, Tickets, Tokens, parse_previous
+from tests.waiting_room_helpers import independent_order
+
+RING = KeyRing("k2", {"k1": "old-secret", "k2": "new-secret"})
+TOKENS = Tokens(RING)
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def issue(sale: str = "S", customer: str = "c1", ends_ms: int | None = None) -> str:
+    now = now_ms()
+    return TOKENS.issue(sale, customer, 7, now, ends_ms or now + 60_000)
+
+
+def refused(token: str, sale: str = "S", customer: str = "c1", scheme: str = "Bearer") -> Problem:
+    with pytest.raises(Problem) as caught:
+        TOKENS.verify(f"{scheme} {token}", sale, customer)
+    return caught.value
+
+
+def b64(doc: dict[str, Any]) -> str:
+    return base64.urlsafe_b64encode(json.dumps(doc).encode()).rstrip(b"=").decode()
+
+
+def test_a_valid_token_gives_its_claims() -> None:
+    ends_ms = now_ms() + 60_000
+    claims = TOKENS.verify("Bearer " + issue(ends_ms=ends_ms), "S", "c1")
+    assert (claims.sale_id, claims.customer_id, claims.place) == ("S", "c1", 7)
+    assert claims.expires_at_ms == ends_ms // 1000 * 1000
+    assert jwt.get_unverified_header(issue())["kid"] == "k2"
+
+
+def test_a_token_of_a_previous_key_is_still_accepted_and_an_unknown_one_is_not() -> None:
+    now = now_ms()
+    old = Tokens(KeyRing("k1", {"k1": "old-secret"})).issue("S", "c1", 7, now, now + 60_000)
+    assert TOKENS.verify("Bearer " + old, "S", "c1").place == 7
+    gone = Tokens(KeyRing("k0", {"k0": "older"})).issue("S", "c1", 7, now, now + 60_000)
+    assert refused(gone).code == "TOKEN_INVALID"
+
+
+def _forged(alg: str) -> str:
+    claims = jwt.decode(issue(), options={"verify_signature": False})
+    if alg == "none":
+        return b64({"alg": "none", "typ": "JWT", "kid": "k2"}) + "." + b64(claims) + "."
+    key = RING.token_keys["k2"]
+    return jwt.encode(claims, key, alg, headers={"kid": "k2"})
+
+
+ABUSE = {
+    "expired": (lambda: issue(ends_ms=now_ms() - 5000), "S", "c1", "TOKEN_EXPIRED", 401),
+    "wrong sale": (lambda: issue(sale="T"), "S", "c1", "TOKEN_WRONG_SALE", 403),
+    "wrong customer": (lambda: issue(customer="c2"), "S", "c1", "TOKEN_WRONG_CUSTOMER", 403),
+    "bad signature": (lambda: issue()[:-4] + "AAAA", "S", "c1", "TOKEN_INVALID", 401),
+    "alg none": (lambda: _forged("none"), "S", "c1", "TOKEN_INVALID", 401),
+    "alg HS512": (lambda: _forged("HS512"), "S", "c1", "TOKEN_INVALID", 401),
+    "garbage": (lambda: "not.a.token", "S", "c1", "TOKEN_INVALID", 401),
+    "empty": (lambda: "", "S", "c1", "TOKEN_INVALID", 401),
+}
+
+
+@pytest.mark.filterwarnings("ignore::jwt.warnings.InsecureKeyLengthWarning")  # the forged HS512
+@pytest.mark.parametrize("case", list(ABUSE.values()), ids=list(ABUSE))
+def test_abused_tokens_are_refused_with_their_code(case: Any) -> None:
+    make, sale, customer, code, status = case
+    problem = refused(make(), sale, customer)
+    assert (problem.code, problem.status) == (code, status)
+    if status == 401:
+        assert problem.headers["WWW-Authenticate"].startswith("Bearer")
+
+
+def test_only_the_bearer_scheme_is_read() -> None:
+    assert refused(issue(), scheme="Basic").code == "TOKEN_INVALID"
+
+
+def test_a_token_signed_with_the_raw_secret_is_refused() -> None:
+    """Signing keys are derived per purpose: knowing a ticket MAC key signs nothing."""
+    claims = jwt.decode(issue(), options={"verify_signature": False})
+    raw = jwt.encode(claims, RING.ticket_keys[0], "HS256", headers={"kid": "k2"})
+    assert refused(raw).code == "TOKEN_INVALID"
+
+
+def test_tickets_are_signed_per_sale_and_survive_a_rotation() -> None:
+    tickets = Tickets(RING)
+    ticket = tickets.make("S", 42)
+    assert ticket.startswith("42-") and len(ticket) <= 64
+    assert tickets.parse("S", ticket) == 42
+    assert tickets.parse("T", ticket) is None
+    assert tickets.parse("S", "43" + ticket[2:]) is None
+    old = Tickets(KeyRing("k1", {"k1": "old-secret"})).make("S", 42)
+    assert tickets.parse("S", old) == 42
+    for bad in ("42", "-abc", "042-" + ticket[3:], "x-" + ticket[3:], "٤٢-" + ticket[3:]):
+        assert tickets.parse("S", bad) is None
+
+
+def test_key_ring_settings_are_checked_at_start() -> None:
+    assert parse_previous(" k0=a , k1=b=c ") == {"k0": "a", "k1": "b=c"}
+    for bad in ("k0", "=x", "k 0=x", "k0="):
+        with pytest.raises(ValueError):
+            parse_previous(bad)
+    with pytest.raises(ValueError):
+        KeyRing.from_settings(Settings(token_kid="k1", token_previous_secrets="k1=x"))
+
+
+def test_the_shuffle_matches_its_description_and_is_a_permutation() -> None:
+    seed, digest = new_seed()
+    assert commitment(seed) == digest and len(seed) == 64
+    order = prequeue_order(seed, 1000)
+    assert order == independent_order(seed, 1000)
+    assert sorted(order) == list(range(1, 1001)) and order != sorted(order)
+    places = places_of(order)
+    assert all(order[places[t] - 1] == t for t in range(1, 1001))
+    assert prequeue_order(seed, 1) == [1] and prequeue_order(seed, 0) == []
+    assert prequeue_order("0" * 64, 5) == prequeue_order("0" * 64, 5) != prequeue_order("1" * 64, 5)
+
+
+def test_eta_uses_the_measured_pace_then_the_setting() -> None:
+    assert eta_s(100, [], 10) == (10.0, 15.0)
+    assert eta_s(100, [0.0, 0.0, 0.0], 10) == (10.0, 15.0)  # stalled: fall back
+    p50, p90 = eta_s(100, [20.0] * 10, 10)
+    assert (p50, p90) == (5.0, 5.0)
+    p50, p90 = eta_s(100, [20.0] * 9 + [0.0], 10)
+    assert p50 == pytest.approx(100 / 18) and p90 == pytest.approx(100 / 9)
+
+
+def test_the_rate_window_samples_once_a_second() -> None:
+    window = RateWindow()
+    for i in range(50):
+        window.add(i * 250, i * 5, i * 4)  # 20 places and 16 admissions per second
+    assert len(window.points) == 13
+    assert window.pass_rates() == [20.0] * 12
+    assert window.admit_rate() == 16.0
+
+
+def _scope(peer: str, *forwarded: str) -> dict[str, Any]:
+    headers = [(b"x-forwarded-for", f.encode()) for f in forwarded]
+    return {"client": (peer, 5555), "headers": headers}
+
+
+def test_forwarded_for_is_believed_only_from_trusted_proxies() -> None:
+    trusted = TrustedProxies.parse("10.0.0.0/8, ::1")
+    assert client_address(_scope("203.0.113.9", "198.51.100.1"), trusted) == "203.0.113.9"
+    assert client_address(_scope("10.1.1.1", "198.51.100.1"), trusted) == "198.51.100.1"
+    # The client wrote the left part: only the nearest untrusted hop counts.
+    spoofed = _scope("10.1.1.1", "1.2.3.4, 198.51.100.1", "10.2.2.2")
+    assert client_address(spoofed, trusted) == "198.51.100.1"
+    assert client_address(_scope("::1", "garbage, 10.3.3.3"), trusted) == "10.3.3.3"
+    assert client_address(_scope("10.1.1.1"), trusted) == "10.1.1.1"
+    assert client_address({"client": None, "headers": []}, trusted) == "unknown"
+    with pytest.raises(ValueError):
+        TrustedProxies.parse("10.0.0.0/33")
+
+
+def test_buckets_follow_the_sale_then_the_settings_and_zero_turns_off() -> None:
+    settings = Settings(rate_per_client_per_s=5, rate_burst=9, rate_per_sale_per_s=0)
+    got = buckets("S", "c1", "::1", Limits.of(RateLimitConfig(), settings))
+    assert [(b.key, b.rate_per_s, b.burst) for b in got] == [
+        (keys.rate_bucket("S", "c", "c1"), 5, 9),
+        (keys.rate_bucket("S", "a", "::1"), 5, 9),
+    ]
+    own = Limits.of(RateLimitConfig(per_client_per_s=0, per_sale_per_s=100), settings)
+    assert [(b.rate_per_s, b.burst) for b in buckets("S", "c1", "::1", own)] == [(100, 100)]
+    assert Limits.of(RateLimitConfig(burst=0), settings).burst == 5  # no burst: one second
+    assert not Limits.of(RateLimitConfig(), Settings()).on
+
+
+async def test_the_cache_loads_once_for_many_callers_and_serves_stale_while_refreshing() -> None:
+    loads: list[str] = []
+
+    async def load(key: str) -> int:
+        loads.append(key)
+        await asyncio.sleep(0.05)
+        return len(loads)
+
+    cache: Cached[str, int] = Cached(load, fresh_s=0.1, stale_s=10)
+    assert await asyncio.gather(*(cache.get("a") for _ in range(50))) == [1] * 50
+    await asyncio.sleep(0.15)
+    assert await cache.get("a") == 1  # stale, a refresh starts behind it
+    await asyncio.sleep(0.1)
+    assert await cache.get("a") == 2 and loads == ["a", "a"]
+    assert await cache.refresh("a") == 3
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"queue_tick_ms": 0},
+        {"token_max_attempts": 0},
+        {"queue_ghost_after_ms": 2500},  # not above poll (2000) + flush (1000)
+        {"rate_burst": -1},
+    ],
+    ids=["tick 0", "attempts 0", "ghost too short", "negative burst"],
+)
+def test_settings_that_would_break_the_room_fail_the_start(bad: dict[str, int]) -> None:
+    _check(Settings())
+    with pytest.raises(ValueError):
+        _check(Settings(**bad))  # type: ignore[arg-type]
