@@ -93,6 +93,16 @@ def _redis_benchmark(settings: Settings, port: int, requests: int, concurrency: 
         "hot",
         "1",
     ]
+    # The baseline must do the engine's work: an error reply would be cheaper than a hold.
+    probe = [a.replace("__rand_int__", "probe") for a in (*script_keys, *args)]
+    first = subprocess.run(
+        ["redis-cli", "-p", str(port), "EVALSHA", sha, str(len(script_keys)), *probe],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.split()
+    if not first or first[0] != "OK":
+        raise RuntimeError(f"redis-benchmark's reserve call does not place a hold: {first}")
     cmd = [
         exe,
         "-p",
