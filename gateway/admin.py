@@ -12,9 +12,8 @@ from starlette.responses import Response
 from engine import keys
 from engine.errors import EngineUnavailable
 from engine.results import Code, SaleState
-from gateway.checkout import unavailable
 from gateway.http import ADMIN_MAX_BYTES
-from gateway.problems import Problem, from_code
+from gateway.problems import Problem, from_code, unavailable
 from gateway.responses import json_response, read_json
 from gateway.schemas import iso, parse_sale
 from gateway.state import GatewayState

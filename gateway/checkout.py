@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
 from typing import Any, TypeVar
 
 from starlette.requests import Request
@@ -14,17 +13,13 @@ from engine.keys import ID_PATTERN
 from engine.results import Allocation, Code, ReserveResult
 from engine.waiting_room import TokenUse
 from gateway.http import header, parse_json_object, read_body, send_json, send_problem
-from gateway.problems import Problem, from_code, invalid
+from gateway.problems import Problem, engine_call, from_code, invalid, unavailable
 from gateway.queue_service import QueueService
 from gateway.responses import json_response, read_json
 from gateway.schemas import iso, parse_checkout, parse_confirm
 from gateway.state import GatewayState
 
 T = TypeVar("T")
-
-
-def unavailable() -> Problem:
-    return Problem(503, "UNAVAILABLE", "storage is not answering", {"Retry-After": "1"})
 
 
 def lines_of(cart_order: list[str], allocations: tuple[Allocation, ...]) -> list[dict[str, Any]]:
@@ -115,7 +110,7 @@ def _refusal(result: ReserveResult) -> Problem:
 async def get_hold(request: Request) -> Response:
     state: GatewayState = request.app.state.gateway
     sale_id, hold_id = request.path_params["sale"], request.path_params["hold"]
-    hold = await _engine_call(state.engine.get_hold(sale_id, hold_id))
+    hold = await engine_call(state.engine.get_hold(sale_id, hold_id))
     if hold is None:
         raise from_code(Code.UNKNOWN_HOLD, f"no hold {hold_id} in sale {sale_id}")
     order = list(dict.fromkeys(a.sku for a in hold.allocations))
@@ -136,7 +131,7 @@ async def confirm_hold(request: Request) -> Response:
     state: GatewayState = request.app.state.gateway
     sale_id, hold_id = request.path_params["sale"], request.path_params["hold"]
     payment_ref = parse_confirm(await read_json(request, state.settings.max_body_bytes))
-    outcome = await _engine_call(state.engine.confirm(sale_id, hold_id, payment_ref))
+    outcome = await engine_call(state.engine.confirm(sale_id, hold_id, payment_ref))
     if outcome.code is not Code.OK:
         raise from_code(outcome.code, f"hold {hold_id} is {outcome.status or 'unknown'}")
     return json_response(
@@ -147,7 +142,7 @@ async def confirm_hold(request: Request) -> Response:
 async def release_hold(request: Request) -> Response:
     state: GatewayState = request.app.state.gateway
     sale_id, hold_id = request.path_params["sale"], request.path_params["hold"]
-    outcome = await _engine_call(state.engine.release(sale_id, hold_id))
+    outcome = await engine_call(state.engine.release(sale_id, hold_id))
     if outcome.code is not Code.OK:
         raise from_code(outcome.code, f"hold {hold_id} is {outcome.status or 'unknown'}")
     return json_response({"hold_id": hold_id, "status": outcome.status})
@@ -156,17 +151,7 @@ async def release_hold(request: Request) -> Response:
 async def extend_hold(request: Request) -> Response:
     state: GatewayState = request.app.state.gateway
     sale_id, hold_id = request.path_params["sale"], request.path_params["hold"]
-    result = await _engine_call(state.engine.extend(sale_id, hold_id))
+    result = await engine_call(state.engine.extend(sale_id, hold_id))
     if result.code is not Code.OK:
         raise from_code(result.code, f"hold {hold_id} cannot be extended")
     return json_response({"hold_id": hold_id, "expires_at": iso(result.expires_at_ms)})
-
-
-async def _engine_call(call: Awaitable[T]) -> T:
-    """Awaits an engine call, turning bad input into 422 and broken storage into 503."""
-    try:
-        return await call
-    except InvalidInput as exc:
-        raise invalid(str(exc)) from None
-    except EngineUnavailable:
-        raise unavailable() from None

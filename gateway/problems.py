@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
+from typing import TypeVar
+
 import orjson
 
+from engine.errors import EngineUnavailable, InvalidInput
 from engine.results import Code
+
+T = TypeVar("T")
 
 PROBLEM_TYPE = "application/problem+json"
 
@@ -98,3 +104,17 @@ def from_code(code: Code, detail: str = "") -> Problem:
 
 def invalid(detail: str) -> Problem:
     return Problem(422, "INVALID_REQUEST", detail)
+
+
+def unavailable() -> Problem:
+    return Problem(503, "UNAVAILABLE", "storage is not answering", {"Retry-After": "1"})
+
+
+async def engine_call(call: Awaitable[T]) -> T:
+    """Awaits an engine call, turning bad input into 422 and broken storage into 503."""
+    try:
+        return await call
+    except InvalidInput as exc:
+        raise invalid(str(exc)) from None
+    except EngineUnavailable:
+        raise unavailable() from None

@@ -10,9 +10,8 @@ from starlette.types import Receive, Scope, Send
 
 from engine.errors import EngineUnavailable, InvalidInput
 from engine.results import SkuStock
-from gateway.checkout import unavailable
 from gateway.http import send_bytes
-from gateway.problems import Problem, invalid
+from gateway.problems import Problem, invalid, unavailable
 from gateway.responses import json_response
 from gateway.schemas import iso
 from gateway.state import GatewayState

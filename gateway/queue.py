@@ -17,8 +17,8 @@ from engine.keys import ID_PATTERN
 from engine.results import Code
 from engine.waiting_room import JoinResult
 from gateway.http import parse_json_object, read_body, send_json, send_problem
-from gateway.problems import Problem, from_code, invalid
-from gateway.queue_service import QueueService, engine_call
+from gateway.problems import Problem, engine_call, from_code, invalid
+from gateway.queue_service import QueueService
 from gateway.responses import json_response
 from gateway.schemas import iso
 

@@ -6,40 +6,25 @@ import asyncio
 import dataclasses
 import math
 import time
-from collections.abc import Awaitable
-from typing import Any, TypeVar
+from typing import Any
 
 from starlette.types import Scope
 
 from engine.api import Engine
-from engine.errors import EngineUnavailable, InvalidInput
+from engine.errors import EngineUnavailable
 from engine.rate_limit import RateLimiter
 from engine.sale import RateLimitConfig
 from engine.settings import Settings
 from engine.waiting_room import RoomState, WaitingRoom
 from gateway.admission import AdmissionLoops
 from gateway.clients import Limits, TrustedProxies, buckets, client_address
-from gateway.problems import Problem, invalid
+from gateway.problems import Problem, engine_call
 from gateway.rooms import RoomViews
 from gateway.sale_records import SaleRecords
 from gateway.schemas import iso
 from gateway.tokens import KeyRing, Tickets, Tokens
 
-T = TypeVar("T")
 Doc = dict[str, Any]
-
-
-def unavailable() -> Problem:
-    return Problem(503, "UNAVAILABLE", "storage is not answering", {"Retry-After": "1"})
-
-
-async def engine_call(call: Awaitable[T]) -> T:
-    try:
-        return await call
-    except InvalidInput as exc:
-        raise invalid(str(exc)) from None
-    except EngineUnavailable:
-        raise unavailable() from None
 
 
 def no_ticket(ticket: str) -> Problem:

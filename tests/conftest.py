@@ -13,6 +13,7 @@ import redis
 
 from engine import Engine, Settings, load_settings, services
 from engine.connection import RedisClient, connect
+from loadtests.stack import Gateway, gateway
 
 
 @pytest.fixture(scope="session")
@@ -37,6 +38,14 @@ def service_urls(settings: Settings) -> dict[str, str]:
     if not settings.redis_cluster_url:
         redis.RedisCluster.from_url(urls["FLASHSALE_REDIS_CLUSTER_URL"]).flushall()
     return urls
+
+
+@pytest.fixture(scope="module")
+def gw(service_urls: dict[str, str]) -> Iterator[Gateway]:
+    """One real `flashsale serve` with 2 workers per test module (modules needing other
+    settings define their own)."""
+    with gateway(service_urls, workers=2) as running:
+        yield running
 
 
 @pytest.fixture

@@ -5,15 +5,15 @@ from __future__ import annotations
 import asyncio
 import ssl
 import uuid
-from collections.abc import Iterator, Sequence
-from contextlib import AsyncExitStack, contextmanager
+from collections.abc import Sequence
+from contextlib import AsyncExitStack
 from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
 
 from engine import load_settings
-from loadtests.stack import Gateway, gateway
+from loadtests.stack import Gateway
 
 # Plain HTTP on loopback; one context shared by every client, because building httpx's default
 # one (the CA bundle) costs ~30 ms per client.
@@ -22,13 +22,6 @@ ADMIN_KEY = load_settings().admin_key
 ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
 PROBLEM_FIELDS = {"type", "title", "status", "detail", "code"}
 Stock = list[tuple[str, int]]
-
-
-@contextmanager
-def running_gateway(service_urls: dict[str, str]) -> Iterator[Gateway]:
-    """One real `flashsale serve` with 2 workers against the project's own services."""
-    with gateway(service_urls, workers=2) as gw:
-        yield gw
 
 
 def client(gw: Gateway, *, max_connections: int = 20, timeout_s: float = 30) -> httpx.AsyncClient:

@@ -32,7 +32,6 @@ from tests.gateway_helpers import (
     create_sale,
     hold_id_of,
     new_sale_id,
-    running_gateway,
     sale_body,
     sku_view,
     supplier_counts,
@@ -41,12 +40,6 @@ from tests.helpers import snapshot
 
 SCHEMAS: dict[str, Any] = document(load_settings())["components"]["schemas"]
 SAMPLE = re.compile(r'^[a-zA-Z_:][a-zA-Z0-9_:]*(\{([a-z_]+="[^"]*",?)*\})? -?[0-9.e+Inf]+$')
-
-
-@pytest.fixture(scope="module")
-def gw(service_urls: dict[str, str]) -> Iterator[Gateway]:
-    with running_gateway(service_urls) as gateway:
-        yield gateway
 
 
 @pytest.fixture

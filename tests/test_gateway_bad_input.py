@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,7 +22,6 @@ from tests.gateway_helpers import (
     hold_id_of,
     new_sale_id,
     raw_request,
-    running_gateway,
     sale_body,
 )
 from tests.helpers import snapshot
@@ -406,12 +405,6 @@ CASES: dict[str, Case] = {
 
 
 # --- running a case ----------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def gw(service_urls: dict[str, str]) -> Iterator[Gateway]:
-    with running_gateway(service_urls) as gateway:
-        yield gateway
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -25,7 +25,6 @@ from tests.gateway_helpers import (
     crowd_post,
     hold_id_of,
     new_sale_id,
-    running_gateway,
     sale_body,
     sku_view,
     supplier_counts,
@@ -34,12 +33,6 @@ from tests.helpers import snapshot
 
 CROWD = 3000
 UNITS = {"p": 60, "q": 40}
-
-
-@pytest.fixture(scope="module")
-def gw(service_urls: dict[str, str]) -> Iterator[Gateway]:
-    with running_gateway(service_urls) as gateway:
-        yield gateway
 
 
 @pytest.fixture
