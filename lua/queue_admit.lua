@@ -1,9 +1,4 @@
 -- queue_admit: one tick of a room's admission loop; only the lease holder moves the room.
--- Opens the room once the sale has started: the pre-queue's size is fixed and its seed becomes
--- public. Then passes the next places in order: a place heard from within ghost_after_ms is
--- admitted (a session until now + session_ms), a silent one is skipped. Admits at most
--- admit_rate_per_s (credit carries between ticks, at most 1 s of it), never more than
--- max_active open sessions, and never more open sessions than units left to sell.
 -- KEYS[1] fs:{S}:sale        sale hash (status, starts_at_ms, ends_at_ms, waiting_room)
 -- KEYS[2] fs:{S}:skus        set of the sale's skus (stock hashes fs:{S}:stock:{sku})
 -- KEYS[3] wr:{S}:room        room hash
@@ -26,6 +21,12 @@
 --   order (seq: tickets issued so far)
 --   | {'NOT_LEADER', holder} | {'UNKNOWN_SALE'} | {'NO_WAITING_ROOM'}
 --   | {'SALE_NOT_OPEN', status}: not started, paused, closed or ended (nothing admitted)
+--
+-- Opens the room once the sale has started: the pre-queue's size is fixed and its seed becomes
+-- public. Then passes the next places in order: a place heard from within ghost_after_ms is
+-- admitted (a session until now + session_ms), a silent one is skipped. Admits at most
+-- admit_rate_per_s (credit carries between ticks, at most 1 s of it), never more than
+-- max_active open sessions, and never more open sessions than units left to sell.
 local pfx = ARGV[1]
 local owner = ARGV[2]
 local lease_ms = tonumber(ARGV[3])

@@ -1,14 +1,15 @@
 -- restore_stock: first step of rebuilding a sale Redis lost, from PostgreSQL (see recover.py).
--- Writes each supplier's sold and adjusted units into fresh stock hashes and parks the sale
--- paused. load_sale then adds the config and `loaded` and derives available = loaded + adjusted
--- - reserved - sold, keeping the status (reserved is 0: open holds died with the sale).
--- Refused while the sale has a config, so a live sale is never overwritten.
 -- KEYS[1] fs:{S}:sale        sale hash (must hold no config version)
 -- KEYS[2..1+n] fs:{S}:stock:{sku} one per sku, in ARGV order
 -- ARGV[1] offset_ms      test clock offset (0 in production)
 -- ARGV[2] n_skus         count of skus that follow
 -- ARGV[3..] per sku: n_suppliers, then supplier, sold (units), adjusted (units) for each
 -- Returns {'OK', n_skus} | {'ALREADY_LOADED', version}
+--
+-- Writes each supplier's sold and adjusted units into fresh stock hashes and parks the sale
+-- paused. load_sale then adds the config and `loaded` and derives available = loaded + adjusted
+-- - reserved - sold, keeping the status (reserved is 0: open holds died with the sale).
+-- Refused while the sale has a config, so a live sale is never overwritten.
 local offset_ms = tonumber(ARGV[1])
 local n_skus = tonumber(ARGV[2])
 
