@@ -33,6 +33,11 @@ class Settings:
     idempotency_ttl_s: int = 86_400
     test_clock: bool = False
     pg_pool_size: int = 10
+    reconcile_min_batch: int = 50  # stream entries per read when idle
+    reconcile_max_batch: int = 1000  # stream entries per read when behind
+    reconcile_backoff_cap_ms: int = 5000  # longest wait between tries while PostgreSQL is down
+    reconcile_metrics_port: int = 0  # Prometheus text of `flashsale reconcile`; 0 = off
+    sweep_interval_ms: int = 300
     # Waiting room: admission tokens (HS256 JWT) and tickets are signed with token_secret under
     # key id token_kid; token_previous_secrets ("kid=secret,...") are still accepted, so a
     # secret rotates without logging anyone out.

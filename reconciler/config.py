@@ -33,7 +33,12 @@ class ReconcilerConfig:
     def from_settings(cls, settings: Settings, **overrides: object) -> ReconcilerConfig:
         base = cls(
             database_url=settings.local_database_url,
+            min_batch=settings.reconcile_min_batch,
+            max_batch=settings.reconcile_max_batch,
+            sweep_interval_ms=settings.sweep_interval_ms,
             sweep_batch=settings.sweep_batch,
+            backoff_cap_ms=settings.reconcile_backoff_cap_ms,
+            metrics_port=settings.reconcile_metrics_port,
             hold_retention_ms=settings.hold_retention_s * 1000,
         )
         # None means "not given on the command line": the default stays.

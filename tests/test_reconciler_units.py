@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 
 from engine.results import Allocation
+from engine.settings import load_settings
 from reconciler.backoff import Backoff, next_batch_size
+from reconciler.config import ReconcilerConfig
 from reconciler.events import AdjustEvent, HoldEvent, PoisonEntry, decode, parse, parse_lines
 from reconciler.flush import level_deltas, movements
 from reconciler.metrics import Metrics
@@ -135,3 +137,13 @@ def test_metrics_text() -> None:
     assert "# TYPE flashsale_reconciler_flushed_events counter" in text
     assert "flashsale_reconciler_dead_letters 1\n" in text
     assert "# TYPE flashsale_reconciler_lag_entries gauge" in text
+
+
+def test_settings_reach_the_config_and_flags_win() -> None:
+    settings = load_settings(
+        {"FLASHSALE_RECONCILE_MAX_BATCH": "200", "FLASHSALE_SWEEP_INTERVAL_MS": "75"}
+    )
+    config = ReconcilerConfig.from_settings(settings)
+    assert (config.max_batch, config.sweep_interval_ms) == (200, 75)
+    flagged = ReconcilerConfig.from_settings(settings, max_batch=300, sweep_interval_ms=None)
+    assert (flagged.max_batch, flagged.sweep_interval_ms) == (300, 75)
