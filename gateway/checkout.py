@@ -8,12 +8,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from engine.errors import EngineUnavailable, InvalidInput
 from engine.keys import ID_PATTERN
 from engine.results import Allocation, Code, ReserveResult
 from engine.waiting_room import TokenUse
 from gateway.http import header, parse_json_object, read_body, send_json, send_problem
-from gateway.problems import Problem, engine_call, from_code, invalid, unavailable
+from gateway.problems import Problem, engine_call, from_code, invalid
 from gateway.queue_service import QueueService
 from gateway.responses import json_response, read_json
 from gateway.schemas import iso, parse_checkout, parse_confirm
@@ -62,12 +61,7 @@ class CreateHold:
         queue: QueueService = scope["app"].state.queue
         token = _admission(queue, scope, sale_id, customer)
         await queue.limit(scope, sale_id, customer)
-        try:
-            result = await state.engine.reserve(sale_id, customer, cart, idem, token=token)
-        except InvalidInput as exc:
-            raise invalid(str(exc)) from None
-        except EngineUnavailable:
-            raise unavailable() from None
+        result = await engine_call(state.engine.reserve(sale_id, customer, cart, idem, token=token))
         if not result.ok:
             raise _refusal(result)
         doc = {

@@ -21,10 +21,8 @@ def header(scope: Scope, name: bytes) -> str | None:
 
 
 async def read_body(scope: Scope, receive: Receive, max_bytes: int) -> bytes:
-    """The request body, refused with 413 as soon as it passes max_bytes (declared or streamed)."""
-    declared = header(scope, b"content-length")
-    if declared is not None and (not declared.isdigit() or int(declared) > max_bytes):
-        raise Problem(413, "PAYLOAD_TOO_LARGE", f"bodies are limited to {max_bytes} bytes")
+    """The request body, refused with 413 as soon as the bytes received pass max_bytes (a
+    declared Content-Length over it was already refused by the app's BodyLimitMiddleware)."""
     chunks: list[bytes] = []
     size = 0
     while True:

@@ -188,28 +188,19 @@ async def run(settings: Settings, target: str, args: argparse.Namespace) -> int:
         rows = await bench_engine(settings, args.requests, args.concurrency)
         print_table("engine reserve vs redis-benchmark (same script, same Redis)", rows, rows[0])
         return 0
-    if target == "gateway":
-        from loadtests.bench_gateway import bench_gateway
+    if target not in ("gateway", "queue"):
+        raise ValueError(f"unknown bench target {target}")
+    from loadtests.bench_gateway import bench_gateway
+    from loadtests.bench_queue import bench_queue
 
-        print(
-            f"bench gateway: wrk, {args.seconds} s per side, {args.connections} connections, "
-            f"{args.workers} workers"
-        )
-        rows = await asyncio.to_thread(
-            bench_gateway, settings, args.seconds, args.connections, args.workers
-        )
-        print_table("checkout vs /healthz (same server, same run)", rows, rows[0])
-        return 0
-    if target == "queue":
-        from loadtests.bench_queue import bench_queue
-
-        print(
-            f"bench queue: wrk, {args.seconds} s per side, {args.connections} connections, "
-            f"{args.workers} workers"
-        )
-        rows = await asyncio.to_thread(
-            bench_queue, settings, args.seconds, args.connections, args.workers
-        )
-        print_table("queue status and join vs /healthz (same server, same run)", rows, rows[0])
-        return 0
-    raise ValueError(f"unknown bench target {target}")
+    measure, title = {
+        "gateway": (bench_gateway, "checkout vs /healthz (same server, same run)"),
+        "queue": (bench_queue, "queue status and join vs /healthz (same server, same run)"),
+    }[target]
+    print(
+        f"bench {target}: wrk, {args.seconds} s per side, {args.connections} connections, "
+        f"{args.workers} workers"
+    )
+    rows = await asyncio.to_thread(measure, settings, args.seconds, args.connections, args.workers)
+    print_table(title, rows, rows[0])
+    return 0

@@ -42,22 +42,29 @@ async def assert_sound(engine: Engine, sale_id: str) -> None:
     assert violations == [], violations
 
 
-async def snapshot(client: RedisClient, sale_id: str) -> dict[str, Any]:
-    """Every key of the sale with its full value, for 'state unchanged' checks."""
+async def snapshot(
+    client: RedisClient, sale_id: str, prefix: str = "fs", skip: str = ""
+) -> dict[str, Any]:
+    """Every key `<prefix>:{sale}:*` (but those ending in `skip`) with its full value, for
+    'state unchanged' checks."""
     out: dict[str, Any] = {}
-    async for key in client.scan_iter(match=f"fs:{{{sale_id}}}:*", count=1000):
-        kind = await client.type(key)
-        if kind == "hash":
-            out[key] = await hgetall(client, key)
-        elif kind == "zset":
-            out[key] = await zrange_scores(client, key)
-        elif kind == "set":
-            out[key] = sorted(await smembers(client, key))
-        elif kind == "stream":
-            out[key] = await client.xrange(key)
-        else:
-            out[key] = await client.get(key)
+    async for key in client.scan_iter(match=f"{prefix}:{{{sale_id}}}:*", count=1000):
+        if not (skip and key.endswith(skip)):
+            out[key] = await _value(client, key)
     return out
+
+
+async def _value(client: RedisClient, key: str) -> Any:
+    kind = await client.type(key)
+    if kind == "hash":
+        return await hgetall(client, key)
+    if kind == "zset":
+        return await zrange_scores(client, key)
+    if kind == "set":
+        return sorted(await smembers(client, key))
+    if kind == "stream":
+        return await client.xrange(key)
+    return await client.get(key)
 
 
 async def sku_stock(engine: Engine, sale_id: str, sku: str) -> SkuStock:

@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 
 from engine import Engine, SaleConfig
-from engine.connection import RedisClient, hgetall, smembers, zrange_scores
+from engine.connection import RedisClient
 from engine.room_invariants import room_violations
 from tests.gateway_helpers import ADMIN, create_sale, new_sale_id, sale_body
 from tests.helpers import assert_sound, sale_config, snapshot
@@ -34,20 +34,8 @@ def room_config(
 async def room_snapshot(client: RedisClient, sale_id: str) -> dict[str, Any]:
     """Every key of the sale and of its room with its full value ('state unchanged' checks),
     but the admission loop's lease: the gateways' loops take and pass it on their own."""
-    out = await snapshot(client, sale_id)
-    async for key in client.scan_iter(match=f"wr:{{{sale_id}}}:*", count=1000):
-        if key.endswith("}:lease"):
-            continue
-        kind = await client.type(key)
-        if kind == "hash":
-            out[key] = await hgetall(client, key)
-        elif kind == "zset":
-            out[key] = await zrange_scores(client, key)
-        elif kind == "set":
-            out[key] = sorted(await smembers(client, key))
-        else:
-            out[key] = await client.get(key)
-    return out
+    room = await snapshot(client, sale_id, prefix="wr", skip="}:lease")
+    return {**await snapshot(client, sale_id), **room}
 
 
 async def assert_room_sound(engine: Engine, sale_id: str, max_active: int | None = None) -> None:
