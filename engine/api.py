@@ -195,19 +195,43 @@ class Engine:
     async def release(self, sale_id: str, hold_id: str) -> HoldOutcome:
         return await self._release(sale_id, hold_id, "release", "")
 
-    async def compensate(self, sale_id: str, hold_id: str, reason: str) -> HoldOutcome:
-        """Undo a confirmed hold (payment failed): sold units go back on sale."""
+    async def compensate(
+        self,
+        sale_id: str,
+        hold_id: str,
+        reason: str,
+        writeoff: Sequence[tuple[str, str, int]] = (),
+    ) -> HoldOutcome:
+        """Undo a confirmed hold (payment failed): sold units go back on sale, except the
+        `writeoff` parts (sku, supplier, qty) that no supplier can ship: those leave the stock
+        as an adjustment in the same atomic step, so nobody can buy them in between."""
         if not isinstance(reason, str) or len(reason) > 512:
             raise InvalidInput("reason", "must be a string of at most 512 characters")
-        return await self._release(sale_id, hold_id, "compensate", reason)
+        parts = []
+        for sku, supplier_id, qty in writeoff:
+            check_id("sku", sku)
+            check_id("supplier_id", supplier_id)
+            check_int("qty", qty, 1, MAX_UNITS)
+            parts.append(f"{sku}:{supplier_id}:{qty}")
+        return await self._release(sale_id, hold_id, "compensate", reason, ",".join(parts))
 
-    async def _release(self, sale_id: str, hold_id: str, mode: str, reason: str) -> HoldOutcome:
+    async def _release(
+        self, sale_id: str, hold_id: str, mode: str, reason: str, writeoff: str = ""
+    ) -> HoldOutcome:
         check_id("sale_id", sale_id)
         check_id("hold_id", hold_id)
         reply = await self._run(
             self.scripts.release,
             [keys.hold(sale_id, hold_id), keys.holds(sale_id), keys.events(sale_id)],
-            [keys.prefix(sale_id), hold_id, self._offset_ms, self._retention_ms, mode, reason],
+            [
+                keys.prefix(sale_id),
+                hold_id,
+                self._offset_ms,
+                self._retention_ms,
+                mode,
+                reason,
+                writeoff,
+            ],
         )
         code = Code(reply[0])
         if code is Code.OK:

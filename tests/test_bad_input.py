@@ -36,6 +36,8 @@ REFUSED: dict[str, Call] = {
     "hold id malformed extend": lambda e, s, h: e.extend(s, "x" * 65),
     "payment ref too long": lambda e, s, h: e.confirm(s, h, "p" * 513),
     "compensate reason not text": lambda e, s, h: e.compensate(s, h, 5),  # type: ignore[arg-type]
+    "writeoff qty zero": lambda e, s, h: e.compensate(s, h, "x", [("A", "p", 0)]),
+    "writeoff supplier malformed": lambda e, s, h: e.compensate(s, h, "x", [("A", "p:q", 1)]),
     "adjust delta huge": lambda e, s, h: e.adjust(s, "A", "p", 10**13),
     "adjust delta bool": lambda e, s, h: e.adjust(s, "A", "p", True),
     "sweep limit zero": lambda e, s, h: e.sweep(s, 0),
@@ -57,6 +59,10 @@ ANSWERED: dict[str, tuple[Call, Code]] = {
     "unknown hold extend": (lambda e, s, h: e.extend(s, "nope"), Code.UNKNOWN_HOLD),
     "unknown hold compensate": (lambda e, s, h: e.compensate(s, "nope", "x"), Code.UNKNOWN_HOLD),
     "compensate unconfirmed": (lambda e, s, h: e.compensate(s, h, "x"), Code.NOT_CONFIRMED),
+    "writeoff of a held hold": (
+        lambda e, s, h: e.compensate(s, h, "x", [("A", "p", 1)]),
+        Code.NOT_CONFIRMED,
+    ),
     "adjust unknown sku": (lambda e, s, h: e.adjust(s, "NOPE", "p", 1), Code.UNKNOWN_SKU),
     "adjust unknown supplier": (lambda e, s, h: e.adjust(s, "A", "zz", 1), Code.UNKNOWN_SUPPLIER),
     "status of unknown sale": (lambda e, s, h: e.set_status(s + "x", "open"), Code.UNKNOWN_SALE),
@@ -105,3 +111,14 @@ async def test_waiting_room_sale_needs_an_admission(engine: Engine, sale_id: str
     assert await snapshot(engine.client, sale_id) == before
     admitted = await engine.reserve(sale_id, "c1", [("A", 1)], admitted=True)
     assert admitted.ok
+
+
+async def test_writeoff_past_the_hold_changes_nothing(engine: Engine, sale_id: str) -> None:
+    """A write-off must be units the hold has; otherwise the compensation is refused whole."""
+    hold_id = await _prepared(engine, sale_id)
+    assert (await engine.confirm(sale_id, hold_id, "card:t")).code is Code.OK
+    before = await snapshot(engine.client, sale_id)
+    for parts in ([("A", "p", 2)], [("A", "q", 1)], [("B", "p", 1)], [("A", "p", 1)] * 2):
+        result = await engine.compensate(sale_id, hold_id, "x", parts)
+        assert result.code is Code.INVALID_WRITEOFF, (parts, result)
+    assert await snapshot(engine.client, sale_id) == before
