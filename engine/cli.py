@@ -89,6 +89,31 @@ def _recover(args: argparse.Namespace) -> int:
     return _run_async(cli.recover_main(load_settings(), args))
 
 
+def _sim(args: argparse.Namespace) -> int:
+    from loadtests import sim
+
+    return sim.main(args.action, load_settings(), args.decline_share)
+
+
+def _saga(args: argparse.Namespace) -> int:
+    from reconciler import cli
+
+    return _run_async(cli.saga_retry_main(load_settings(), args))
+
+
+def _add_saga_commands(sub: Any) -> None:
+    sim = sub.add_parser(
+        "sim", help="start or stop the simulated payment provider, suppliers, webhooks"
+    )
+    sim.add_argument("action", choices=["up", "down", "status", "env"])
+    sim.add_argument("--decline-share", type=float, default=0.05, help="payment: share declined")
+    sim.set_defaults(func=_sim)
+    saga = sub.add_parser("saga", help="order saga operations")
+    saga.add_argument("action", choices=["retry"], help="retry: run a dead-lettered step again")
+    saga.add_argument("--order", action="append", required=True, help="order id (repeatable)")
+    saga.set_defaults(func=_saga)
+
+
 def _add_reconciler_commands(sub: Any) -> None:
     reconcile = sub.add_parser("reconcile", help="flush sale events to PostgreSQL, sweep holds")
     reconcile.add_argument("--once", action="store_true", help="drain what is there, then exit")
@@ -134,6 +159,7 @@ def _parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="load a demo sale, run shoppers, print the state")
     demo.set_defaults(func=_demo)
     _add_reconciler_commands(sub)
+    _add_saga_commands(sub)
     return parser
 
 

@@ -57,6 +57,24 @@ class Settings:
     rate_burst: int = 20
     rate_per_sale_per_s: int = 0
     trusted_proxies: str = ""  # comma-separated IPs/CIDRs whose X-Forwarded-For is believed
+    # Order saga (reconciler/saga.py): off unless FLASHSALE_SAGA=1. The outside parties' URLs
+    # default to the simulators of `flashsale sim up` on sim_base_port .. sim_base_port + 2.
+    saga: bool = False
+    payment_url: str = ""  # base URL of the payment provider's API
+    supplier_url: str = ""  # template with {supplier}: one supplier's API
+    webhook_customer_url: str = ""  # where the customer's notifications are POSTed
+    webhook_retailer_url: str = ""  # where the retailer's notifications are POSTed
+    webhook_secret: str = "dev-webhook-secret"  # HMAC-SHA256 key of the notification signature
+    secondary_suppliers: str = ""  # comma-separated supplier ids offered on a backorder
+    sim_base_port: int = 8711
+    adapter_timeout_ms: int = 2_000  # one call to a payment provider or supplier
+    supplier_lock_s: int = 900  # how long a supplier keeps an allocation before capture
+    saga_max_attempts: int = 8  # tries of one step before it goes to the dead letters
+    saga_backoff_base_ms: int = 200
+    saga_backoff_cap_ms: int = 30_000
+    saga_concurrency: int = 32  # steps in flight per reconciler process
+    saga_lease_ms: int = 30_000  # a claimed step another process may take over after this
+    backorder_wait_days: int = 7  # the promised date offered with the "wait" option
 
     @property
     def local_redis_url(self) -> str:
@@ -71,6 +89,24 @@ class Settings:
         return self.database_url or (
             f"postgresql://postgres@127.0.0.1:{self.postgres_port}/flashsale"
         )
+
+    @property
+    def local_payment_url(self) -> str:
+        return self.payment_url or f"http://127.0.0.1:{self.sim_base_port}"
+
+    @property
+    def local_supplier_url(self) -> str:
+        return self.supplier_url or (
+            f"http://127.0.0.1:{self.sim_base_port + 1}/suppliers/{{supplier}}"
+        )
+
+    @property
+    def local_webhook_urls(self) -> dict[str, str]:
+        hooks = f"http://127.0.0.1:{self.sim_base_port + 2}/hooks"
+        return {
+            "customer": self.webhook_customer_url or f"{hooks}/customer",
+            "retailer": self.webhook_retailer_url or f"{hooks}/retailer",
+        }
 
     @property
     def run_path(self) -> Path:

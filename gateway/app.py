@@ -17,7 +17,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from engine import Engine, InvalidInput, Settings, load_settings
 from engine.connection import connect
-from gateway import admin, checkout, public, queue
+from gateway import admin, checkout, orders, public, queue
 from gateway.http import ADMIN_MAX_BYTES, header, send_problem
 from gateway.openapi import openapi_body, openapi_json
 from gateway.problems import PROBLEM_TYPE, Problem
@@ -122,6 +122,12 @@ def routes() -> list[Route]:
         Route("/v1/admin/sales/{sale}", admin.put_sale, methods=["PUT"]),
         Route("/v1/admin/sales/{sale}", admin.get_sale_live, methods=["GET"]),
         Route("/v1/admin/sales/{sale}/{action}", admin.change_status, methods=["POST"]),
+        Route("/v1/orders/{order}", orders.get_order, methods=["GET"]),
+        Route("/v1/admin/orders/{order}", orders.get_order_admin, methods=["GET"]),
+        Route("/v1/admin/backorders", orders.list_backorders, methods=["GET"]),
+        Route(
+            "/v1/admin/backorders/{backorder}/decision", orders.decide_backorder, methods=["POST"]
+        ),
         Route("/healthz", public.Healthz(), methods=["GET"]),
         Route("/readyz", public.readyz, methods=["GET"]),
         Route("/metrics", public.metrics, methods=["GET"]),

@@ -131,6 +131,19 @@ PROBLEM_SCHEMA = {
     "required": ["type", "title", "status", "detail", "code"],
 }
 IDEM = {"name": "Idempotency-Key", "in": "header", "required": False, "schema": ID}
+DECISION = {
+    "oneOf": [
+        _obj(
+            {"decision": {"const": "wait"}, "promised_date": {"type": "string", "format": "date"}},
+            ["decision", "promised_date"],
+        ),
+        _obj({"decision": {"const": "cancel"}}, ["decision"]),
+        _obj(
+            {"decision": {"const": "secondary"}, "supplier_id": ID, "cost_minor": COUNT},
+            ["decision", "supplier_id", "cost_minor"],
+        ),
+    ]
+}
 
 
 def document(settings: Settings) -> dict[str, Any]:
@@ -139,6 +152,20 @@ def document(settings: Settings) -> dict[str, Any]:
     create_hold = _op("Place a hold (checkout)", 201, ["sale"], "Checkout")
     create_hold["parameters"].append(IDEM)
     create_hold["security"] = [{}, {"admissionToken": []}]  # the token: sales with a room
+    backorders = _op("Backorders in one status (default open)", 200, [], admin=True)
+    backorders["parameters"] = [
+        {"name": "status", "in": "query", "required": False, "schema": {"type": "string"}}
+    ]
+    decide = _op(
+        "The retailer's decision on a backorder (202: the saga carries it out)",
+        202,
+        ["backorder"],
+        "BackorderDecision",
+        admin=True,
+    )
+    decide["parameters"] = [
+        {"name": "backorder", "in": "path", "required": True, "schema": {"type": "integer"}}
+    ]
     page = _op("The waiting-room page (HTML)", 200, ["sale"])
     page["responses"]["200"] = {"description": "the page", "content": {"text/html": {}}}
     paths: dict[str, Any] = {
@@ -168,6 +195,12 @@ def document(settings: Settings) -> dict[str, Any]:
         f"{hold}/confirm": {"post": _op("Confirm (pay) a hold", 200, ["sale", "hold"], "Confirm")},
         f"{hold}/release": {"post": _op("Give the units back", 200, ["sale", "hold"])},
         f"{hold}/extend": {"post": _op("Extend the hold once", 200, ["sale", "hold"])},
+        "/v1/orders/{order}": {"get": _op("Order status and saga progress", 200, ["order"])},
+        "/v1/admin/orders/{order}": {
+            "get": _op("An order with payment, suppliers and margins", 200, ["order"], admin=True)
+        },
+        "/v1/admin/backorders": {"get": backorders},
+        "/v1/admin/backorders/{backorder}/decision": {"post": decide},
         "/healthz": {"get": _op("Liveness, no I/O", 200, [])},
         "/readyz": {"get": _op("Redis and PostgreSQL reachable", 200, [])},
         "/metrics": {"get": _op("Prometheus text", 200, [])},
@@ -183,6 +216,7 @@ def document(settings: Settings) -> dict[str, Any]:
                 "Checkout": _checkout(settings),
                 "Confirm": CONFIRM,
                 "Join": _obj({"customer_id": ID}, ["customer_id"]),
+                "BackorderDecision": DECISION,
                 "Problem": PROBLEM_SCHEMA,
             },
             "securitySchemes": {

@@ -61,6 +61,7 @@ TITLES = {
     "TOKEN_WRONG_CUSTOMER": "The admission token is for another customer",
     "TOKEN_EXHAUSTED": "The admission token has no checkout attempts left",
     "NO_WAITING_ROOM": "This sale has no waiting room",
+    "BACKORDER_CLOSED": "The backorder is already decided",
     "INVALID_REQUEST": "Invalid request",
     "MALFORMED_JSON": "The body is not valid JSON",
     "PAYLOAD_TOO_LARGE": "The body is too large",

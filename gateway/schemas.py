@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Set as AbstractSet
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 from engine.errors import InvalidInput
@@ -168,3 +168,37 @@ def _rate_limit(doc: Any) -> RateLimitConfig:
     _fields(doc, "rate_limit", set(), set(names))
     values = {n: None if doc.get(n) is None else _int(doc[n], f"rate_limit.{n}") for n in names}
     return RateLimitConfig(**values)
+
+
+def parse_path_id(value: str, where: str) -> str:
+    return _id(value, where)
+
+
+def parse_decision(doc: dict[str, Any]) -> dict[str, Any]:
+    """A retailer's backorder decision (reconciler/steps.py carries it out):
+    {"decision": "wait", "promised_date": "YYYY-MM-DD"} | {"decision": "cancel"}
+    | {"decision": "secondary", "supplier_id": id, "cost_minor": int}."""
+    kind = doc.get("decision") if isinstance(doc, dict) else None
+    if kind == "wait":
+        _fields(doc, "body", {"decision", "promised_date"})
+        raw = doc["promised_date"]
+        try:
+            day = date.fromisoformat(raw) if isinstance(raw, str) and len(raw) == 10 else None
+        except ValueError:
+            day = None
+        if day is None:
+            raise invalid("promised_date must be a date, YYYY-MM-DD")
+        if day < datetime.now(UTC).date():
+            raise invalid("promised_date is in the past")
+        return {"decision": "wait", "promised_date": day.isoformat()}
+    if kind == "cancel":
+        _fields(doc, "body", {"decision"})
+        return {"decision": "cancel"}
+    if kind == "secondary":
+        _fields(doc, "body", {"decision", "supplier_id", "cost_minor"})
+        return {
+            "decision": "secondary",
+            "supplier_id": _id(doc["supplier_id"], "supplier_id"),
+            "cost_minor": _int(doc["cost_minor"], "cost_minor"),
+        }
+    raise invalid("decision must be one of wait, cancel, secondary")

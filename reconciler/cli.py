@@ -11,17 +11,23 @@ import time
 from collections.abc import AsyncIterator
 
 import asyncpg  # type: ignore[import-untyped,unused-ignore]  # asyncpg ships no type hints
+import httpx
 from redis.exceptions import RedisError
 
 from engine import Engine, Settings
 from engine.connection import connect
 from engine.errors import FlashsaleError
 from reconciler import metrics as metrics_http
+from reconciler.adapters import HttpPaymentProvider, HttpSuppliers
 from reconciler.audit import audit, render
 from reconciler.config import ReconcilerConfig
-from reconciler.migrate import migrate
+from reconciler.metrics import Metrics
+from reconciler.migrate import migrate, migrate_url
+from reconciler.outbox import OutboxConfig, OutboxDelivery
 from reconciler.recover import recover
-from reconciler.worker import Reconciler, log_stderr
+from reconciler.saga import SagaConfig, SagaRunner, retry_dead
+from reconciler.steps import Parties
+from reconciler.worker import Log, Reconciler, log_stderr
 
 
 @contextlib.asynccontextmanager
@@ -50,12 +56,56 @@ def config_from(settings: Settings, args: argparse.Namespace) -> ReconcilerConfi
     )
 
 
+@contextlib.asynccontextmanager
+async def saga_jobs(
+    settings: Settings, engine: Engine, metrics: Metrics, log: Log = log_stderr
+) -> AsyncIterator[tuple[SagaRunner, OutboxDelivery]]:
+    """The order saga and the outbox delivery, on their own small PostgreSQL pool and one HTTP
+    client with the adapters' timeout."""
+    await migrate_url(settings.local_database_url)
+    pool = await asyncpg.create_pool(
+        settings.local_database_url, min_size=1, max_size=8, command_timeout=30
+    )
+    timeout = httpx.Timeout(settings.adapter_timeout_ms / 1000)
+    limits = httpx.Limits(max_connections=settings.saga_concurrency * 2)
+    try:
+        async with httpx.AsyncClient(timeout=timeout, limits=limits) as client:
+            parties = Parties(
+                engine,
+                HttpPaymentProvider(client, settings.local_payment_url),
+                HttpSuppliers(client, settings.local_supplier_url),
+                settings.supplier_lock_s,
+                tuple(s for s in settings.secondary_suppliers.split(",") if s),
+                settings.backorder_wait_days,
+            )
+            config = SagaConfig(
+                max_attempts=settings.saga_max_attempts,
+                backoff_base_ms=settings.saga_backoff_base_ms,
+                backoff_cap_ms=settings.saga_backoff_cap_ms,
+                concurrency=settings.saga_concurrency,
+                lease_ms=settings.saga_lease_ms,
+            )
+            runner = SagaRunner(pool, parties, config, metrics, log)
+            outbox = OutboxConfig(settings.local_webhook_urls, settings.webhook_secret)
+            yield runner, OutboxDelivery(pool, client, outbox, metrics, log)
+    finally:
+        await pool.close()
+
+
 async def reconcile(settings: Settings, args: argparse.Namespace) -> int:
     """Runs until SIGTERM or SIGINT (the batch in flight is committed and acknowledged first),
-    or with --once until what the owned streams hold is flushed."""
+    or with --once until what the owned streams hold is flushed. With FLASHSALE_SAGA=1 it also
+    runs the order saga and delivers the outbox."""
     config = config_from(settings, args)
-    async with engine_for(settings) as engine:
-        worker = Reconciler(engine, config)
+    async with contextlib.AsyncExitStack() as stack:
+        engine = await stack.enter_async_context(engine_for(settings))
+        metrics = Metrics()
+        jobs = []
+        if settings.saga and not args.once:
+            runner, outbox = await stack.enter_async_context(saga_jobs(settings, engine, metrics))
+            jobs = [runner.run, outbox.run]
+        worker = Reconciler(engine, config, jobs=jobs)
+        worker.metrics = metrics
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, worker.stop.set)
@@ -68,6 +118,18 @@ async def reconcile(settings: Settings, args: argparse.Namespace) -> int:
             if server is not None:
                 server.close()
     return 0
+
+
+async def saga_retry_main(settings: Settings, args: argparse.Namespace) -> int:
+    """`flashsale saga retry --order O`: a dead-lettered step is due again, tries counted anew."""
+    conn = await _pg(settings)
+    try:
+        done = [order for order in args.order if await retry_dead(conn, order)]
+    finally:
+        await conn.close()
+    for order in args.order:
+        print(f"order {order}: {'step due again' if order in done else 'no dead step'}")
+    return 0 if len(done) == len(args.order) else 1
 
 
 async def _pg(settings: Settings) -> asyncpg.Connection:

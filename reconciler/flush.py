@@ -71,9 +71,10 @@ WHERE m.sale_id = $1
 
 _INSERT_ORDERS = """
 INSERT INTO orders (order_id, sale_id, customer_id, status, total_minor, event_id, confirmed_at,
-                    payment_ref)
-SELECT o.order_id, $1, o.customer_id, 'confirmed', o.total_minor, o.event_id,
-       'epoch'::timestamptz + o.at_ms * interval '1 millisecond', o.payment_ref
+                    payment_ref, next_step, step_due_at)
+SELECT o.order_id, $1, o.customer_id, 'PENDING', o.total_minor, o.event_id,
+       'epoch'::timestamptz + o.at_ms * interval '1 millisecond', o.payment_ref,
+       'payment.authorize', now()
 FROM unnest($2::text[], $3::text[], $4::bigint[], $5::text[], $6::bigint[], $7::text[])
      AS o(order_id, customer_id, total_minor, event_id, at_ms, payment_ref)
 ON CONFLICT (order_id) DO NOTHING
@@ -84,6 +85,17 @@ _INSERT_LINES = """
 INSERT INTO order_lines (order_id, sku, supplier_id, qty, price_minor, cost_minor)
 SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::bigint[], $6::bigint[])
 ON CONFLICT (order_id, sku, supplier_id) DO NOTHING
+"""
+
+# The saga's view of the same lines: who ships them starts out as nobody (reconciler/saga.py).
+_INSERT_ALLOCATIONS = """
+INSERT INTO order_allocations (order_id, sku, hold_supplier, qty, price_minor,
+                               planned_margin_minor)
+SELECT l.order_id, l.sku, l.supplier_id, l.qty, l.price_minor,
+       l.qty * (l.price_minor - l.cost_minor)
+FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::bigint[], $6::bigint[])
+     AS l(order_id, sku, supplier_id, qty, price_minor, cost_minor)
+ON CONFLICT (order_id, sku, hold_supplier) DO NOTHING
 """
 
 
@@ -125,6 +137,7 @@ async def _insert_orders(conn: Connection, sale_id: str, confirmed: list[HoldEve
     new_lines = [row for hold_id in sorted(new) for row in lines[hold_id]]
     if new_lines:
         await conn.execute(_INSERT_LINES, *_columns(new_lines, 6))
+        await conn.execute(_INSERT_ALLOCATIONS, *_columns(new_lines, 6))
     return new
 
 
@@ -241,14 +254,6 @@ async def flush(conn: Connection, sale_id: str, events: Sequence[Event]) -> Flus
         known = await _known_orders(conn, sale_id, holds) if holds else set()
         rows = movements(sale_id, events, known)
         inserted = await _book(conn, sale_id, rows) if rows else []
-        undone = sorted({row[4] for row in inserted if row[2] == "compensate"})
-        if undone:
-            await conn.execute(
-                "UPDATE orders SET status = 'compensated', updated_at = now() "
-                "WHERE sale_id = $1 AND order_id = ANY($2::text[])",
-                sale_id,
-                undone,
-            )
     orphans = [
         (e.entry_id, f"compensation of hold {e.hold_id}, which has no order")
         for e in compensated

@@ -25,6 +25,11 @@ class Metrics:
     owned_sales: int = 0
     lag_entries: int = 0  # not yet flushed, over the owned sales
     lag_s: float = 0.0  # age of the oldest of them
+    saga_steps: int = 0  # saga steps whose outcome was written
+    saga_retries: int = 0  # tries that could not reach a party, Redis or PostgreSQL
+    saga_dead: int = 0  # steps given up after their tries
+    notices_sent: int = 0  # notifications a webhook accepted
+    notice_failures: int = 0  # deliveries that failed and wait for their next try
 
     def observe_batch(self, size: int, flush_s: float, orders: int, dead: int) -> None:
         self.flushed_events += size

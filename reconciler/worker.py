@@ -6,8 +6,9 @@ import asyncio
 import contextlib
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import asyncpg  # type: ignore[import-untyped,unused-ignore]  # asyncpg ships no type hints
 from redis.exceptions import RedisError
@@ -73,8 +74,10 @@ class Reconciler:
         *,
         consumer: str | None = None,
         log: Log = log_stderr,
+        jobs: Sequence[Callable[[asyncio.Event], Coroutine[Any, Any, None]]] = (),
     ) -> None:
         self.engine = engine
+        self.jobs = jobs  # run beside the flush until `stop` (the saga, the outbox)
         self.config = config
         self.consumer = consumer or consumer_name()
         self.log = log
@@ -103,10 +106,13 @@ class Reconciler:
                 self.stop,
             )
             tasks.append(asyncio.create_task(sweeper))
+            tasks += [asyncio.create_task(job(self.stop)) for job in self.jobs]
         try:
             await self._loop()
         finally:
             self.stop.set()
+            # Jobs see `stop` and finish the step in hand; what is left after that is cut off.
+            await asyncio.wait(tasks, timeout=10)
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)

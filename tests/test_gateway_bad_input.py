@@ -392,6 +392,74 @@ def _routing_cases() -> dict[str, Case]:
     }
 
 
+def _order_cases() -> dict[str, Case]:
+    """Order and backorder routes. A body is judged before the backorder is looked up, so the
+    unknown id 999999999 still reaches every body check."""
+    decision = "/v1/admin/backorders/999999999/decision"
+    past = "2020-01-01"
+    cases = {
+        "GET order that is a held hold": Case("GET", "/v1/orders/{hold}", 404, "NOT_FOUND"),
+        "admin GET order unknown": Case(
+            "GET", "/v1/admin/orders/nope", 404, "NOT_FOUND", admin=True
+        ),
+        "admin GET order without key": Case("GET", "/v1/admin/orders/nope", 401, "UNAUTHORIZED"),
+        "backorders of a bogus status": Case(
+            "GET", "/v1/admin/backorders?status=lost", 422, "INVALID_REQUEST", admin=True
+        ),
+        "backorders without key": Case("GET", "/v1/admin/backorders", 401, "UNAUTHORIZED"),
+        "decision unknown backorder": Case(
+            "POST", decision, 404, "NOT_FOUND", json={"decision": "cancel"}, admin=True
+        ),
+        "decision id not a number": Case(
+            "POST",
+            "/v1/admin/backorders/abc/decision",
+            422,
+            "INVALID_REQUEST",
+            json={"decision": "cancel"},
+            admin=True,
+        ),
+        "decision id too long": Case(
+            "POST",
+            f"/v1/admin/backorders/{'9' * 19}/decision",
+            422,
+            "INVALID_REQUEST",
+            json={"decision": "cancel"},
+            admin=True,
+        ),
+        "decision without key": Case(
+            "POST", decision, 401, "UNAUTHORIZED", json={"decision": "cancel"}
+        ),
+        "decision malformed JSON": Case(
+            "POST", decision, 400, "MALFORMED_JSON", content=b'{"decision": ', admin=True
+        ),
+    }
+    bad_bodies: dict[str, Any] = {
+        "not an object": ["cancel"],
+        "no decision": {},
+        "unknown decision": {"decision": "refund"},
+        "wait without date": {"decision": "wait"},
+        "wait date not a date": {"decision": "wait", "promised_date": "next week"},
+        "wait date with a time": {"decision": "wait", "promised_date": "2030-01-01T00:00:00Z"},
+        "wait date in the past": {"decision": "wait", "promised_date": past},
+        "wait date a number": {"decision": "wait", "promised_date": 20300101},
+        "cancel with extra field": {"decision": "cancel", "refund": True},
+        "secondary without cost": {"decision": "secondary", "supplier_id": "S9"},
+        "secondary negative cost": {"decision": "secondary", "supplier_id": "S9", "cost_minor": -1},
+        "secondary cost bool": {"decision": "secondary", "supplier_id": "S9", "cost_minor": True},
+        "secondary bad supplier": {"decision": "secondary", "supplier_id": "a b", "cost_minor": 1},
+    }
+    for label, body in bad_bodies.items():
+        cases[f"decision {label}"] = Case(
+            "POST", decision, 422, "INVALID_REQUEST", json=body, admin=True
+        )
+    for label, bad in BAD_IDS.items():
+        cases[f"GET order id {label}"] = Case("GET", f"/v1/orders/{bad}", 422, "INVALID_REQUEST")
+        cases[f"admin GET order id {label}"] = Case(
+            "GET", f"/v1/admin/orders/{bad}", 422, "INVALID_REQUEST", admin=True
+        )
+    return {f"orders {k}": v for k, v in cases.items()}
+
+
 CASES: dict[str, Case] = {
     **_admin_put_cases(),
     **_admin_read_and_action_cases(),
@@ -401,6 +469,7 @@ CASES: dict[str, Case] = {
     **_hold_route_cases(),
     **_confirm_body_cases(),
     **_routing_cases(),
+    **_order_cases(),
 }
 
 

@@ -14,8 +14,6 @@ import pytest
 from engine import services
 from engine.settings import Settings
 
-NAMES = ("FLASHSALE_REDIS_URL", "FLASHSALE_REDIS_CLUSTER_URL", "FLASHSALE_DATABASE_URL")
-
 
 def _pids(settings: Settings) -> list[str]:
     run = settings.run_path
@@ -46,6 +44,14 @@ def test_default_services_are_up_and_idempotent(settings: Settings) -> None:
         "FLASHSALE_REDIS_URL": f"redis://127.0.0.1:{settings.redis_port}/0",
         "FLASHSALE_REDIS_CLUSTER_URL": f"redis://127.0.0.1:{settings.cluster_base_port}/0",
         "FLASHSALE_DATABASE_URL": f"postgresql://postgres@127.0.0.1:{settings.postgres_port}/flashsale",
+        # The saga's simulated parties (`flashsale sim up`), listed so one `eval` sets all.
+        "FLASHSALE_PAYMENT_URL": f"http://127.0.0.1:{settings.sim_base_port}",
+        "FLASHSALE_SUPPLIER_URL": f"http://127.0.0.1:{settings.sim_base_port + 1}"
+        "/suppliers/{supplier}",
+        "FLASHSALE_WEBHOOK_CUSTOMER_URL": f"http://127.0.0.1:{settings.sim_base_port + 2}"
+        "/hooks/customer",
+        "FLASHSALE_WEBHOOK_RETAILER_URL": f"http://127.0.0.1:{settings.sim_base_port + 2}"
+        "/hooks/retailer",
     }
     pids = _pids(settings)
     lines: list[str] = []
@@ -55,7 +61,7 @@ def test_default_services_are_up_and_idempotent(settings: Settings) -> None:
     assert _pids(settings) == pids
     assert services.status(settings) == {"redis": True, "cluster": True, "postgres": True}
     exports = services.env_lines(settings)
-    assert [line.split("=", 1)[0] for line in exports] == [f"export {name}" for name in NAMES]
+    assert [line.split("=", 1)[0] for line in exports] == [f"export {name}" for name in first]
 
 
 def test_default_cluster_and_database_answer(settings: Settings) -> None:

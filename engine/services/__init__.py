@@ -40,11 +40,17 @@ __all__ = [
 
 
 def urls(settings: Settings) -> dict[str, str]:
-    """The three connection URLs, given ones winning over the launcher's own."""
+    """The connection URLs, given ones winning over the launcher's own: the three services,
+    then the outside parties of the order saga (the simulators of `flashsale sim up`)."""
+    hooks = settings.local_webhook_urls
     return {
         "FLASHSALE_REDIS_URL": settings.local_redis_url,
         "FLASHSALE_REDIS_CLUSTER_URL": settings.local_cluster_url,
         "FLASHSALE_DATABASE_URL": settings.local_database_url,
+        "FLASHSALE_PAYMENT_URL": settings.local_payment_url,
+        "FLASHSALE_SUPPLIER_URL": settings.local_supplier_url,
+        "FLASHSALE_WEBHOOK_CUSTOMER_URL": hooks["customer"],
+        "FLASHSALE_WEBHOOK_RETAILER_URL": hooks["retailer"],
     }
 
 
@@ -85,7 +91,7 @@ def status(settings: Settings) -> dict[str, bool]:
 
 
 def env_lines(settings: Settings) -> list[str]:
-    """Shell `export` lines for the three URLs, ready for `eval`."""
+    """Shell `export` lines for the URLs, ready for `eval`."""
     return [f"export {name}={shlex.quote(url)}" for name, url in urls(settings).items()]
 
 
