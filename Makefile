@@ -45,8 +45,9 @@ test: services browser lint
 demo: services
 	$(BIN)/flashsale demo
 
+# Every benchmark, one table; a quick run: make bench BENCH_ARGS="--seconds 2 --requests 5000"
 bench: services
-	$(BIN)/flashsale bench engine
+	$(BIN)/flashsale bench all $(BENCH_ARGS)
 
 clean: down
 	rm -rf .run $(VENV)

@@ -26,13 +26,9 @@ def _run_async(main: Coroutine[Any, Any, int]) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    if args.target == "reconcile":
-        from reconciler import bench as reconcile_bench
+    from loadtests import bench_suite
 
-        return _run_async(reconcile_bench.run(load_settings(), args))
-    from loadtests import bench
-
-    return _run_async(bench.run(load_settings(), args.target, args))
+    return _run_async(bench_suite.run(load_settings(), args))
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -147,11 +143,14 @@ def _parser() -> argparse.ArgumentParser:
     serve.set_defaults(func=_serve)
     migrate = sub.add_parser("migrate", help="apply the PostgreSQL migrations")
     migrate.set_defaults(func=_migrate)
-    bench = sub.add_parser("bench", help="run a benchmark and print a table")
-    bench.add_argument("target", choices=["engine", "gateway", "reconcile", "queue"])
-    bench.add_argument("--requests", type=int, default=100_000, help="reservations per side")
+    bench = sub.add_parser("bench", help="run one benchmark, or all, and print one table")
+    targets = ["engine", "pg", "gateway", "queue", "reconcile", "all"]
+    bench.add_argument("target", nargs="?", default="all", choices=targets)
+    bench.add_argument(
+        "--requests", type=int, default=100_000, help="reservations per side (pg: 1/10 on postgres)"
+    )
     bench.add_argument("--concurrency", type=int, default=50, help="concurrent callers per side")
-    bench.add_argument("--seconds", type=int, default=10, help="gateway: wrk run per side")
+    bench.add_argument("--seconds", type=int, default=10, help="gateway, queue: wrk s per side")
     bench.add_argument("--connections", type=int, default=64, help="gateway: wrk connections")
     bench.add_argument("--workers", type=int, default=2, help="gateway: uvicorn workers")
     bench.add_argument("--events", type=int, default=10_000, help="reconcile: events to flush")

@@ -1,14 +1,14 @@
-"""`flashsale bench`: measured ratios against a baseline from the same run on the same machine."""
+"""`flashsale bench engine`: Engine.reserve vs redis-benchmark running the same reserve.lua call,
+and the pieces the other benches share (Row, the concurrent-caller driver, the bench sale)."""
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import platform
 import re
 import statistics
 import subprocess
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from engine import Engine, ItemConfig, SaleConfig, Settings, SupplierStockConfig, keys, services
@@ -26,34 +26,19 @@ class Row:
     p99_ms: float | None = None
 
 
-def machine() -> str:
-    cores = len(__import__("os").sched_getaffinity(0))
-    return f"{platform.machine()}, {cores} cores, Python {platform.python_version()}"
-
-
-def print_table(title: str, rows: list[Row], baseline: Row) -> None:
-    print(f"\n{title}  ({machine()})")
-    print(f"| {'path':<44} | {'req/s':>9} | {'p50 ms':>7} | {'p99 ms':>7} | {'ratio':>6} |")
-    print(f"|{'-' * 46}|{'-' * 11}|{'-' * 9}|{'-' * 9}|{'-' * 8}|")
-    for r in rows:
-        p50 = f"{r.p50_ms:.2f}" if r.p50_ms is not None else "-"
-        p99 = f"{r.p99_ms:.2f}" if r.p99_ms is not None else "-"
-        ratio = r.requests_per_s / baseline.requests_per_s
-        print(f"| {r.name:<44} | {r.requests_per_s:>9.0f} | {p50:>7} | {p99:>7} | {ratio:>6.2f} |")
-
-
-async def _load_bench_sale(engine: Engine) -> None:
-    await engine.forget_sale(BENCH_SALE)
+async def load_bench_sale(engine: Engine, sale_id: str = BENCH_SALE) -> None:
+    """One hot sku with ample stock over two suppliers, open, no per-customer limit."""
+    await engine.forget_sale(sale_id)
     item = ItemConfig(
         "hot",
         100,
         (SupplierStockConfig("p", 10**12 // 2), SupplierStockConfig("q", 10**12 // 2, priority=1)),
     )
-    config = SaleConfig(BENCH_SALE, 1, 0, 0, 3_600_000, 0, (item,))
+    config = SaleConfig(sale_id, 1, 0, 0, 3_600_000, 0, (item,))
     result = await engine.load_sale(config)
     if result.code != "OK":
         raise RuntimeError(f"bench sale did not load: {result}")
-    await engine.set_status(BENCH_SALE, "open")
+    await engine.set_status(sale_id, "open")
 
 
 def _redis_benchmark(settings: Settings, port: int, requests: int, concurrency: int) -> Row:
@@ -133,25 +118,40 @@ def _redis_benchmark(settings: Settings, port: int, requests: int, concurrency: 
     )
 
 
-async def _engine_side(engine: Engine, name: str, requests: int, concurrency: int) -> Row:
+async def drive(
+    name: str, call: Callable[[], Awaitable[None]], requests: int, concurrency: int
+) -> Row:
+    """`requests` calls of `call` by `concurrency` concurrent callers; `call` raises when a
+    request did not do its work, so a failed run reports no figures."""
     latencies: list[float] = []
     left = requests
 
-    async def shopper() -> None:
+    async def caller() -> None:
         nonlocal left
         while left > 0:
             left -= 1
             start = time.perf_counter()
-            result = await engine.reserve(BENCH_SALE, "bench", [("hot", 1)])
+            await call()
             latencies.append(time.perf_counter() - start)
-            if not result.ok:
-                raise RuntimeError(f"bench reservation failed: {result}")
 
     start = time.perf_counter()
-    await asyncio.gather(*(shopper() for _ in range(concurrency)))
+    await asyncio.gather(*(caller() for _ in range(concurrency)))
     elapsed = time.perf_counter() - start
     q = statistics.quantiles(latencies, n=100)
     return Row(name, len(latencies) / elapsed, q[49] * 1000, q[98] * 1000)
+
+
+async def engine_side(
+    engine: Engine, name: str, requests: int, concurrency: int, sale_id: str = BENCH_SALE
+) -> Row:
+    """Engine.reserve of 1 unit of the hot sku, the workload of every reserve benchmark."""
+
+    async def reserve() -> None:
+        result = await engine.reserve(sale_id, "bench", [("hot", 1)])
+        if not result.ok:
+            raise RuntimeError(f"bench reservation failed: {result}")
+
+    return await drive(name, reserve, requests, concurrency)
 
 
 async def bench_engine(settings: Settings, requests: int, concurrency: int) -> list[Row]:
@@ -161,16 +161,16 @@ async def bench_engine(settings: Settings, requests: int, concurrency: int) -> l
     client = connect(url, max_connections=concurrency + 8)
     batched = Engine(client, settings)
     unbatched = Engine(client, settings, batching=False)
-    await _load_bench_sale(batched)
-    await _engine_side(batched, "warm-up", min(requests, 5000), concurrency)
+    await load_bench_sale(batched)
+    await engine_side(batched, "warm-up", min(requests, 5000), concurrency)
     rows: dict[str, list[Row]] = {}
     for _ in range(2):  # alternate the sides so neither always runs on the fuller zset
         for row in (
             await asyncio.to_thread(_redis_benchmark, settings, port, requests, concurrency),
-            await _engine_side(
+            await engine_side(
                 batched, "engine.reserve (per-tick pipelines)", requests, concurrency
             ),
-            await _engine_side(
+            await engine_side(
                 unbatched, "engine.reserve (one EVALSHA per call)", requests // 4, concurrency
             ),
         ):
@@ -180,27 +180,3 @@ async def bench_engine(settings: Settings, requests: int, concurrency: int) -> l
     await batched.forget_sale(BENCH_SALE)  # ~100k holds would slow every later key scan
     await client.aclose()
     return [max(r, key=lambda x: x.requests_per_s) for r in rows.values()]
-
-
-async def run(settings: Settings, target: str, args: argparse.Namespace) -> int:
-    if target == "engine":
-        print(f"bench engine: {args.requests} reservations per side, {args.concurrency} concurrent")
-        rows = await bench_engine(settings, args.requests, args.concurrency)
-        print_table("engine reserve vs redis-benchmark (same script, same Redis)", rows, rows[0])
-        return 0
-    if target not in ("gateway", "queue"):
-        raise ValueError(f"unknown bench target {target}")
-    from loadtests.bench_gateway import bench_gateway
-    from loadtests.bench_queue import bench_queue
-
-    measure, title = {
-        "gateway": (bench_gateway, "checkout vs /healthz (same server, same run)"),
-        "queue": (bench_queue, "queue status and join vs /healthz (same server, same run)"),
-    }[target]
-    print(
-        f"bench {target}: wrk, {args.seconds} s per side, {args.connections} connections, "
-        f"{args.workers} workers"
-    )
-    rows = await asyncio.to_thread(measure, settings, args.seconds, args.connections, args.workers)
-    print_table(title, rows, rows[0])
-    return 0

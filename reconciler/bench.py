@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import dataclasses
 import time
@@ -123,33 +122,46 @@ async def _batched(engine: Engine, settings: Settings) -> tuple[float, Reconcile
     return time.perf_counter() - started, worker
 
 
-def _table(count: int, naive_s: float, batched_s: float, worker: Reconciler) -> str:
+@dataclasses.dataclass(frozen=True, slots=True)
+class FlushBench:
+    """One run of both flushes over the same confirmed events."""
+
+    events: int
+    naive_s: float
+    batched_s: float
+    batches: int
+    mean_batch_ms: float
+    max_batch_ms: float
+
+    NAIVE = "one event per transaction (single-row statements)"
+    BATCHED = "reconciler: stream read, batch flush (unnest), ack"
+
+    def rates(self) -> list[tuple[str, float]]:
+        """(path, events/s), the baseline first."""
+        return [
+            (self.NAIVE, self.events / self.naive_s),
+            (self.BATCHED, self.events / self.batched_s),
+        ]
+
+    def note(self) -> str:
+        mean = self.events / self.batches if self.batches else 0
+        return (
+            f"{self.events} events, {self.batches} batches (mean {mean:.0f} events, "
+            f"mean transaction {self.mean_batch_ms:.1f} ms, max {self.max_batch_ms:.1f} ms)"
+        )
+
+
+def _result(count: int, naive_s: float, batched_s: float, worker: Reconciler) -> FlushBench:
     m = worker.metrics
-    mean_batch = m.flushed_events / m.batches if m.batches else 0
     mean_ms = m.flush_s_sum * 1000 / m.batches if m.batches else 0
-    rows = [
-        ("one event per transaction (single-row statements)", count / naive_s, 1.0),
-        (
-            "reconciler: stream read, batch flush (unnest), ack",
-            count / batched_s,
-            naive_s / batched_s,
-        ),
-    ]
-    out = [f"| {'flush of confirmed events':<52} | {'events/s':>9} | {'ratio':>6} |"]
-    out.append(f"|{'-' * 54}|{'-' * 11}|{'-' * 8}|")
-    out += [f"| {name:<52} | {rate:>9.0f} | {ratio:>6.2f} |" for name, rate, ratio in rows]
-    out.append(
-        f"\n{count} events, {m.batches} batches (mean {mean_batch:.0f} events, "
-        f"mean transaction {mean_ms:.1f} ms, max {m.max_flush_ms:.1f} ms)"
-    )
-    return "\n".join(out)
+    return FlushBench(count, naive_s, batched_s, m.batches, mean_ms, m.max_flush_ms)
 
 
-async def run(settings: Settings, args: argparse.Namespace) -> int:
+async def bench_reconcile(settings: Settings, count: int) -> FlushBench:
+    """`count` confirmations flushed into PostgreSQL both ways, same run; the bench's rows are
+    deleted again in Redis and PostgreSQL."""
     services.up(settings, log=lambda _line: None)
     settings = dataclasses.replace(settings, hold_retention_s=600)
-    count = int(args.events)
-    print(f"bench reconcile: {count} confirmations into PostgreSQL, both ways, same run")
     async with engine_for(settings) as engine:
         conn = await asyncpg.connect(settings.local_database_url)
         try:
@@ -161,9 +173,9 @@ async def run(settings: Settings, args: argparse.Namespace) -> int:
             flushed = await conn.fetchval(
                 "SELECT count(*) FROM orders WHERE sale_id = $1", BENCH_SALE
             )
-            assert flushed == len(events), f"{flushed} orders for {len(events)} events"
-            print(_table(len(events), naive_s, batched_s, worker))
+            if flushed != len(events):
+                raise RuntimeError(f"{flushed} orders for {len(events)} events")
             await _forget(engine, conn)
+            return _result(len(events), naive_s, batched_s, worker)
         finally:
             await conn.close()
-    return 0

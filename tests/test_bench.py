@@ -1,0 +1,111 @@
+"""The benchmarks' baselines do real work: the PostgreSQL row lock sells each unit exactly once,
+and the combined table reports figures only for benchmarks whose requests all succeeded."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import asyncpg  # type: ignore[import-untyped,unused-ignore]  # asyncpg ships no type hints
+import pytest
+
+from engine import Settings
+from loadtests import bench_pg, bench_suite
+from loadtests.bench_pg import SALE, SKU, RowLockShop, scratch_shop
+
+UNITS, ATTEMPTS, POOL = 50, 200, 20
+
+
+def _schema() -> str:
+    return f"bench_pg_test_{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+async def shop(service_urls: dict[str, str]) -> AsyncIterator[RowLockShop]:
+    async with scratch_shop(service_urls["FLASHSALE_DATABASE_URL"], POOL, UNITS, _schema()) as s:
+        yield s
+
+
+async def _schema_exists(url: str, schema: str) -> bool:
+    conn = await asyncpg.connect(url)
+    try:
+        found = await conn.fetchval("SELECT 1 FROM pg_namespace WHERE nspname = $1", schema)
+    finally:
+        await conn.close()
+    return found is not None
+
+
+@pytest.mark.parametrize("way", ["reserve", "reserve_one_statement"])
+async def test_row_lock_sells_each_unit_exactly_once(shop: RowLockShop, way: str) -> None:
+    reserve = getattr(shop, way)
+    results = await asyncio.gather(*(reserve(SALE, SKU, 1, f"c{i}") for i in range(ATTEMPTS)))
+    held = [r for r in results if r is not None]
+    assert len(held) == UNITS
+    assert len(set(held)) == UNITS
+    stock = await shop.stock(SALE, SKU)
+    assert (stock.available, stock.reserved, stock.holds, stock.held_units) == (0, 50, 50, 50)
+
+
+async def test_sold_out_writes_nothing(shop: RowLockShop) -> None:
+    assert await shop.reserve(SALE, SKU, UNITS + 1, "greedy") is None
+    stock = await shop.stock(SALE, SKU)
+    assert (stock.available, stock.reserved, stock.holds) == (UNITS, 0, 0)
+
+
+async def test_pg_side_takes_one_unit_per_request(shop: RowLockShop) -> None:
+    row = await bench_pg.pg_side(shop, shop.reserve, "row lock", 30, 8)
+    stock = await shop.stock(SALE, SKU)
+    assert (stock.available, stock.reserved, stock.holds) == (UNITS - 30, 30, 30)
+    assert row.requests_per_s > 0 and row.p50_ms is not None and row.p99_ms is not None
+
+
+async def test_pg_side_refuses_figures_when_requests_fail(shop: RowLockShop) -> None:
+    with pytest.raises(RuntimeError, match="found no stock"):
+        await bench_pg.pg_side(shop, shop.reserve, "row lock", UNITS + 10, 8)
+
+
+async def test_bench_pg_reserves_on_both_sides_and_cleans_up(
+    settings: Settings, service_urls: dict[str, str]
+) -> None:
+    schema = _schema()
+    rows = await bench_pg.bench_pg(settings, 300, 60, 8, schema=schema)
+    assert [r.name for r in rows] == [bench_pg.PG_ROW, bench_pg.PG_CTE_ROW, bench_pg.ENGINE_ROW]
+    assert all(r.requests_per_s > 0 for r in rows)
+    assert not await _schema_exists(service_urls["FLASHSALE_DATABASE_URL"], schema)
+
+
+def _args(target: str) -> argparse.Namespace:
+    return argparse.Namespace(
+        target=target, requests=200, concurrency=8, seconds=1, connections=8, workers=1, events=50
+    )
+
+
+async def test_suite_prints_one_table_with_machine_line(
+    settings: Settings, service_urls: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert await bench_suite.run(settings, _args("pg")) == 0
+    out = capsys.readouterr().out
+    machine = next(line for line in out.splitlines() if line.startswith("machine: "))
+    for part in ("cores", "Python", "Redis", "PostgreSQL", "UTC"):
+        assert part in machine
+    rows = [line for line in out.splitlines() if line.startswith("| Redis path vs postgres")]
+    assert len(rows) == 3
+    assert rows[0].endswith("| 1.00 (baseline) |")
+
+
+async def test_suite_shows_no_figures_for_a_failed_bench(
+    settings: Settings,
+    service_urls: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    async def failing(*_args: Any, **_kwargs: Any) -> list[Any]:
+        raise RuntimeError("3 requests failed")
+
+    monkeypatch.setattr(bench_pg, "bench_pg", failing)
+    assert await bench_suite.run(settings, _args("pg")) == 1
+    out = capsys.readouterr().out
+    assert "| Redis path vs postgres row lock | FAILED, no figures: RuntimeError: 3 requests" in out
