@@ -37,6 +37,12 @@ def _demo(args: argparse.Namespace) -> int:
     return _run_async(demo.run(load_settings()))
 
 
+def _loadtest(args: argparse.Namespace) -> int:
+    from loadtests import loadtest
+
+    return _run_async(loadtest.main(load_settings(), args))
+
+
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -155,8 +161,13 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--workers", type=int, default=2, help="gateway: uvicorn workers")
     bench.add_argument("--events", type=int, default=10_000, help="reconcile: events to flush")
     bench.set_defaults(func=_bench)
-    demo = sub.add_parser("demo", help="load a demo sale, run shoppers, print the state")
+    demo = sub.add_parser("demo", help="a 60 s flash sale over HTTP with the saga, then the report")
     demo.set_defaults(func=_demo)
+    from loadtests.options import add_arguments as add_loadtest_arguments  # argparse only
+
+    loadtest = sub.add_parser("loadtest", help="Locust against a gateway, then audit and report")
+    add_loadtest_arguments(loadtest)
+    loadtest.set_defaults(func=_loadtest)
     _add_reconciler_commands(sub)
     _add_saga_commands(sub)
     return parser

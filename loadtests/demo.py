@@ -1,87 +1,143 @@
-"""`flashsale demo`: a flash sale run straight against the engine, then its stock and invariants."""
+"""`flashsale demo`: a one-minute flash sale over HTTP. It starts a gateway, the reconciler (with
+the order saga) and the simulated payment provider, suppliers and webhook receiver, creates a
+sale with a waiting room and two suppliers per sku, sends a Locust crowd of shoppers, bots and
+an admin at it, prints the load-test report and what the saga made of the orders, and stops
+everything it started."""
 
 from __future__ import annotations
 
-import asyncio
-import random
+import contextlib
+import os
+import signal
+import subprocess
+import sys
 import time
-from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
 
-from engine import Code, Engine, ItemConfig, SaleConfig, Settings, SupplierStockConfig, services
-from engine.connection import connect
-from engine.invariants import check_sale
-from engine.results import ReserveResult, SaleState
+from engine import Settings, services
+from loadtests import loadtest, saga_report, sim
+from loadtests.options import LoadOptions
+from loadtests.sale_api import Doc, GatewayError, SaleApi, flash_sale
+from loadtests.stack import gateway
 
-SHOPPERS = 3000
-
-
-def demo_config(sale_id: str) -> SaleConfig:
-    def item(sku: str, price: int, primary: int, alternate: int) -> ItemConfig:
-        return ItemConfig(
-            sku,
-            price,
-            (
-                SupplierStockConfig("acme", primary, price // 2, 0),
-                SupplierStockConfig("globex", alternate, price // 2 + 50, 1),
-            ),
-        )
-
-    return SaleConfig(
-        sale_id,
-        int(time.time()),
-        0,
-        0,
-        120_000,
-        2,
-        (item("sneaker-red", 12_900, 150, 100), item("sneaker-blue", 12_900, 80, 40)),
-    )
+STOCK = {
+    "sneaker-red": [("acme", 150), ("globex", 100)],
+    "sneaker-blue": [("acme", 80), ("globex", 40)],
+}
+USERS, SPAWN_RATE, DURATION_S = 250, 50.0, 60
+# The gateway believes X-Forwarded-For from loopback (Locust's simulated client addresses), so
+# the sale's per-address rate limit catches the bots' few addresses and not the crowd.
+GATEWAY_ENV = {"FLASHSALE_TRUSTED_PROXIES": "127.0.0.1", "FLASHSALE_QUEUE_POLL_MS": "1000"}
 
 
-async def _shopper(engine: Engine, sale_id: str, n: int, rng: random.Random) -> tuple[str, str]:
-    sku = rng.choice(["sneaker-red", "sneaker-blue"])
-    result: ReserveResult = await engine.reserve(
-        sale_id, f"shopper-{n}", [(sku, rng.choice([1, 2]))], f"demo-{n}"
-    )
-    if not result.ok:
-        return str(result.code), ""
-    roll = rng.random()
-    if roll < 0.7:
-        return "confirmed", str((await engine.confirm(sale_id, result.hold_id)).code)
-    if roll < 0.85:
-        return "released", str((await engine.release(sale_id, result.hold_id)).code)
-    return "left on hold", str(Code.OK)
+@dataclass
+class Child:
+    """A `flashsale <command>` process of the demo, output in its own log file."""
+
+    name: str
+    popen: subprocess.Popen[bytes]
+    log_path: Path
+
+    def stop(self, timeout_s: float = 20) -> None:
+        """SIGTERM (the reconciler commits its batch in flight), then SIGKILL if it hangs."""
+        if self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGTERM)
+            try:
+                self.popen.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait()
 
 
-def print_state(state: SaleState) -> None:
-    print(f"\nsale {state.sale_id}: status {state.status}, open holds {state.open_holds}")
-    head = ("sku", "supplier", "loaded", "avail", "resv", "sold")
-    print(f"| {head[0]:<13} | {head[1]:<8} | " + " | ".join(f"{h:>6}" for h in head[2:]) + " |")
-    print(f"|{'-' * 15}|{'-' * 10}|{'-' * 8}|{'-' * 8}|{'-' * 8}|{'-' * 8}|")
-    for sku in state.skus:
-        for s in sku.suppliers:
-            print(
-                f"| {sku.sku:<13} | {s.supplier:<8} | {s.loaded:>6} | {s.available:>6} | "
-                f"{s.reserved:>6} | {s.sold:>6} |"
+@dataclass
+class Children:
+    """What the demo started beside the gateway, stopped in reverse order."""
+
+    log_dir: Path
+    env: dict[str, str]
+    running: list[Child] = field(default_factory=list)
+
+    def start(self, name: str, *args: str, ready: str = "", timeout_s: float = 30) -> Child:
+        log_path = self.log_dir / f"{name}.log"
+        with log_path.open("wb") as log:
+            popen = subprocess.Popen(
+                [sys.executable, "-m", "engine.cli", *args],
+                env={**os.environ, **self.env},
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # a Ctrl-C reaches the demo, which stops it in order
             )
+        child = Child(name, popen, log_path)
+        self.running.append(child)
+        deadline = time.monotonic() + timeout_s
+        while ready and ready not in log_path.read_text(errors="replace"):
+            if popen.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"{name} did not start (log {log_path}):\n{_tail(log_path)}")
+            time.sleep(0.05)
+        return child
+
+    def stop_all(self) -> None:
+        while self.running:
+            self.running.pop().stop()
 
 
 async def run(settings: Settings) -> int:
     urls = services.up(settings)
-    client = connect(urls["FLASHSALE_REDIS_URL"])
-    engine = Engine(client, settings)
-    sale_id = f"demo-{int(time.time())}"
-    await engine.load_sale(demo_config(sale_id))
-    await engine.set_status(sale_id, "open")
-    print(f"\n{SHOPPERS} shoppers rush sale {sale_id} (370 units over 2 skus, 2 suppliers each)...")
-    rng = random.Random(1)
-    start = time.perf_counter()
-    outcomes = await asyncio.gather(*(_shopper(engine, sale_id, n, rng) for n in range(SHOPPERS)))
-    elapsed = time.perf_counter() - start
-    print(f"done in {elapsed:.2f} s; outcomes: {dict(Counter(o for o, _ in outcomes))}")
-    state = await engine.stock(sale_id)
-    assert state is not None
-    print_state(state)
-    violations = await check_sale(engine, sale_id)
-    print("\ninvariants 1, 2, 4:", "hold" if not violations else f"VIOLATED {violations}")
-    await client.aclose()
-    return 1 if violations else 0
+    sale = f"demo-{time.strftime('%Y%m%d-%H%M%S')}"
+    out = Path("artifacts/demo") / sale
+    out.mkdir(parents=True, exist_ok=True)
+    env = {**urls, **GATEWAY_ENV, **saga_report.SAGA_ENV}
+    code = 2
+    with contextlib.ExitStack() as stack:
+        for party in sim.PARTIES:  # the saga's outside parties, unless already up
+            if sim.start(settings, party) is not None:
+                stack.callback(sim.stop, settings, party)
+        saga_report.set_scenario(settings, decline_share=0.05)
+        print(f"\nstarting the gateway (2 workers); logs in {out}/", flush=True)
+        gw = stack.enter_context(gateway(env, workers=2, log_path=out / "gateway.log"))
+        api = SaleApi(gw.url, sale, settings.admin_key)
+        api.create(_sale_body())
+        stack.callback(_close, api)
+        children = Children(out, env)
+        stack.callback(children.stop_all)
+        children.start("reconciler", "reconcile", "--sale", sale, ready="connected to PostgreSQL")
+        units = sum(n for suppliers in STOCK.values() for _, n in suppliers)
+        print(
+            f"sale {sale}: {units} units of {len(STOCK)} skus, 2 suppliers each, waiting room "
+            f"admitting 25/s\nwatch the line: {api.page_url}\n",
+            flush=True,
+        )
+        options = LoadOptions(
+            gw.url, sale, out, users=USERS, spawn_rate=SPAWN_RATE, duration_s=DURATION_S
+        )
+        code = await loadtest.run(settings, options)
+        await saga_report.settle(settings, sale)
+        print("\n" + await saga_report.summary(settings, sale), flush=True)
+        print(f"\nthe queue page was {api.page_url} (stopped with the demo)", flush=True)
+    return code
+
+
+def _sale_body() -> Doc:
+    """Holds last 15 s and unused admissions 20 s, so abandoned ones come back on sale within
+    the minute; at most 2 of a sku per customer; 2 requests/s per customer and per client
+    address (burst 4)."""
+    return flash_sale(
+        STOCK,
+        hold_ttl_s=15,
+        per_user_limit=2,
+        admit_rate_per_s=25,
+        max_active=150,
+        token_ttl_s=20,
+        per_address_per_s=2,
+    )
+
+
+def _close(api: SaleApi) -> None:
+    """A closed sale leaves the admission loops of every gateway that later serves this data."""
+    with contextlib.suppress(GatewayError):
+        api.close()
+
+
+def _tail(path: Path, lines: int = 20) -> str:
+    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
