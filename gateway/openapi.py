@@ -140,7 +140,7 @@ DECISION = {
         _obj({"decision": {"const": "cancel"}}, ["decision"]),
         _obj(
             {"decision": {"const": "secondary"}, "supplier_id": ID, "cost_minor": COUNT},
-            ["decision", "supplier_id", "cost_minor"],
+            ["decision", "supplier_id"],
         ),
     ]
 }

@@ -19,6 +19,7 @@ from gateway.problems import Problem, invalid, unavailable
 from gateway.responses import json_response, read_json
 from gateway.schemas import parse_decision, parse_path_id
 from gateway.state import GatewayState
+from reconciler.steps import FINAL
 
 PG_DOWN = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError)
 BACKORDER_STATUSES = ("open", "decided", "waiting", "cancelled", "secondary", "resolved")
@@ -181,53 +182,101 @@ def _backorder_id(raw: str) -> int:
     return int(raw)
 
 
+_DECISION_TARGET = """
+SELECT o.order_id, o.status, o.dead_step, o.next_step,
+       o.next_step IS NULL OR (
+           (o.claimed_until IS NULL OR o.claimed_until < now())
+           AND coalesce(s.attempts, 0) = 0
+       ) AS idle
+FROM orders o LEFT JOIN saga_steps s ON s.order_id = o.order_id AND s.step = o.next_step
+WHERE o.order_id = (SELECT order_id FROM backorders WHERE id = $1)
+FOR UPDATE OF o
+"""
+
+
+def _offered(decision: dict[str, Any], options: list[dict[str, Any]]) -> dict[str, Any]:
+    """A secondary supplier must be one the backorder offered; its quoted cost is the default."""
+    if decision["decision"] != "secondary":
+        return decision
+    offer = next(
+        (
+            o
+            for o in options
+            if o.get("decision") == "secondary" and o.get("supplier_id") == decision["supplier_id"]
+        ),
+        None,
+    )
+    if offer is None:
+        offered = [o["supplier_id"] for o in options if o.get("decision") == "secondary"]
+        raise invalid(
+            f"supplier {decision['supplier_id']} was not offered for this backorder "
+            f"(offered: {', '.join(offered) or 'none'})"
+        )
+    if decision.get("cost_minor") is None:
+        decision = {**decision, "cost_minor": offer["cost_minor"]}
+    return decision
+
+
 async def decide_backorder(request: Request) -> Response:
-    """Records the decision and makes `backorder.apply` the order's next saga step, due now."""
+    """Records the decision. An order parked for the retailer (or waiting for a promised day)
+    runs `backorder.apply` next, due now; one whose step is running or being retried keeps it,
+    and the saga applies the decision right after that step's outcome is written."""
     state = require_admin(request)
     backorder_id = _backorder_id(request.path_params["backorder"])
     decision = parse_decision(await read_json(request, state.settings.max_body_bytes))
     try:
         async with state.pool.acquire() as conn, conn.transaction():
+            # The order row first, as the saga's write() locks it: no lock-order deadlock.
+            order = await conn.fetchrow(_DECISION_TARGET, backorder_id)
             found = await conn.fetchrow(
-                "SELECT b.order_id, b.status, o.status AS order_status FROM backorders b "
-                "JOIN orders o USING (order_id) WHERE b.id = $1 FOR UPDATE OF b, o",
-                backorder_id,
+                "SELECT status, options FROM backorders WHERE id = $1 FOR UPDATE", backorder_id
             )
-            if found is None:
+            if order is None or found is None:
                 raise Problem(404, "NOT_FOUND", f"no backorder {backorder_id}")
-            if found["status"] not in ("open", "waiting"):
+            if found["status"] not in ("open", "waiting") or order["status"] in FINAL:
                 raise Problem(
-                    409, "BACKORDER_CLOSED", f"backorder {backorder_id} is {found['status']}"
+                    409,
+                    "BACKORDER_CLOSED",
+                    f"backorder {backorder_id} is {found['status']}, its order {order['status']}",
                 )
+            if order["dead_step"] is not None:
+                raise Problem(
+                    409,
+                    "SAGA_STEP_DEAD",
+                    f"order {order['order_id']}: step {order['dead_step']} is dead-lettered; "
+                    f"run `flashsale saga retry --order {order['order_id']}` first",
+                )
+            decision = _offered(decision, json.loads(found["options"]))
             await conn.execute(
                 "UPDATE backorders SET status = 'decided', decision = $2::jsonb, "
                 "decided_at = now(), applied = false WHERE id = $1",
                 backorder_id,
                 json.dumps(decision),
             )
-            await conn.execute(
-                "UPDATE orders SET next_step = 'backorder.apply', step_due_at = now(), "
-                "step_token = step_token + 1, updated_at = now() WHERE order_id = $1",
-                found["order_id"],
-            )
-            # A decision is a new round of the step: new idempotency keys at the parties.
-            await conn.execute(
-                "UPDATE saga_steps SET status = 'pending', attempts = 0, round = round + 1 "
-                "WHERE order_id = $1 AND step = 'backorder.apply' AND status <> 'pending'",
-                found["order_id"],
-            )
+            if order["idle"]:
+                await conn.execute(
+                    "UPDATE orders SET next_step = 'backorder.apply', step_due_at = now(), "
+                    "step_token = step_token + 1, updated_at = now() WHERE order_id = $1",
+                    order["order_id"],
+                )
+                # A decision is a new round of the step: new idempotency keys at the parties.
+                await conn.execute(
+                    "UPDATE saga_steps SET status = 'pending', attempts = 0, round = round + 1 "
+                    "WHERE order_id = $1 AND step = 'backorder.apply' AND status <> 'pending'",
+                    order["order_id"],
+                )
             await conn.execute(
                 "INSERT INTO order_transitions (order_id, from_status, to_status, cause) "
                 "VALUES ($1, $2, $2, $3)",
-                found["order_id"],
-                found["order_status"],
+                order["order_id"],
+                order["status"],
                 f"retailer decided backorder {backorder_id}: {json.dumps(decision)}",
             )
     except PG_DOWN as exc:
         raise unavailable() from exc
     body = {
         "backorder_id": backorder_id,
-        "order_id": found["order_id"],
+        "order_id": order["order_id"],
         "status": "decided",
         "decision": decision,
     }

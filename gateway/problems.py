@@ -62,6 +62,7 @@ TITLES = {
     "TOKEN_EXHAUSTED": "The admission token has no checkout attempts left",
     "NO_WAITING_ROOM": "This sale has no waiting room",
     "BACKORDER_CLOSED": "The backorder is already decided",
+    "SAGA_STEP_DEAD": "The order's saga is stopped at a dead-lettered step",
     "INVALID_REQUEST": "Invalid request",
     "MALFORMED_JSON": "The body is not valid JSON",
     "PAYLOAD_TOO_LARGE": "The body is too large",

@@ -177,7 +177,8 @@ def parse_path_id(value: str, where: str) -> str:
 def parse_decision(doc: dict[str, Any]) -> dict[str, Any]:
     """A retailer's backorder decision (reconciler/steps.py carries it out):
     {"decision": "wait", "promised_date": "YYYY-MM-DD"} | {"decision": "cancel"}
-    | {"decision": "secondary", "supplier_id": id, "cost_minor": int}."""
+    | {"decision": "secondary", "supplier_id": id[, "cost_minor": int]}: one of the offered
+    secondary suppliers, at its quoted cost unless the retailer agreed another."""
     kind = doc.get("decision") if isinstance(doc, dict) else None
     if kind == "wait":
         _fields(doc, "body", {"decision", "promised_date"})
@@ -195,10 +196,11 @@ def parse_decision(doc: dict[str, Any]) -> dict[str, Any]:
         _fields(doc, "body", {"decision"})
         return {"decision": "cancel"}
     if kind == "secondary":
-        _fields(doc, "body", {"decision", "supplier_id", "cost_minor"})
+        _fields(doc, "body", {"decision", "supplier_id"}, {"cost_minor"})
+        cost = doc.get("cost_minor")  # absent: the cost the backorder's option quoted
         return {
             "decision": "secondary",
             "supplier_id": _id(doc["supplier_id"], "supplier_id"),
-            "cost_minor": _int(doc["cost_minor"], "cost_minor"),
+            "cost_minor": None if cost is None else _int(cost, "cost_minor"),
         }
     raise invalid("decision must be one of wait, cancel, secondary")

@@ -56,20 +56,35 @@ def _chance(seed: int, *parts: object) -> float:
 
 
 class Idempotent:
-    """Answers kept per idempotency key: a repeated key gets the first answer, not a new effect.
-    The answer is stored before a stall, as a provider that did the work but whose reply was
-    lost on the way would have it."""
+    """Answers kept per idempotency key: a repeated key gets the first answer, not a new effect,
+    also while the first request is still being worked on (it waits for that answer). The
+    answer is stored before a stall, as a provider that did the work but whose reply was lost
+    on the way would have it."""
 
     def __init__(self) -> None:
         self.answers: dict[str, tuple[int, dict[str, Any]]] = {}
+        self.working: dict[str, asyncio.Event] = {}
 
-    def replay(self, key: str) -> Response | None:
+    async def replay(self, key: str) -> Response | None:
+        """The stored answer, or None after taking the key for this request."""
+        while key in self.working:
+            await self.working[key].wait()
         found = self.answers.get(key)
-        return reply(*found) if found else None
+        if found:
+            return reply(*found)
+        self.working[key] = asyncio.Event()
+        return None
+
+    def release(self, key: str) -> None:
+        """The request that took the key is done (answered, or failed without an effect)."""
+        done = self.working.pop(key, None)
+        if done is not None:
+            done.set()
 
     def keep(self, key: str, status: int, body: dict[str, Any]) -> Response:
         if key:
             self.answers[key] = (status, body)
+        self.release(key)
         return reply(status, body)
 
 
@@ -105,6 +120,7 @@ def _update(target: Any, doc: dict[str, Any]) -> None:
 @dataclass(slots=True)
 class PaymentConfig(Misbehaviour):
     decline_share: float = 0.0  # of authorisations; a payment_ref containing "decline" always is
+    expire_share: float = 0.0  # of captures: the authorisation has expired, 409 and nothing taken
 
 
 @dataclass(slots=True)
@@ -113,7 +129,7 @@ class Authorization:
     order_id: str
     customer_id: str
     amount_minor: int
-    status: str  # authorized | declined | captured | voided | refunded
+    status: str  # authorized | declined | captured | voided | refunded | expired
     reason: str = ""
     captured_minor: int = 0
     refunded_minor: int = 0
@@ -157,11 +173,14 @@ class PaymentSim:
         key = request.headers.get("idempotency-key", "")
         if not key:
             return refuse(422, "IDEMPOTENCY_KEY_REQUIRED", "send an Idempotency-Key header")
-        if (answer := self.keys.replay(key)) is not None:
+        if (answer := await self.keys.replay(key)) is not None:
             return answer
-        if (outage := await self.config.before(key)) is not None:
-            return outage
-        answer = work(key, {**await body_of(request), **request.path_params})
+        try:
+            if (outage := await self.config.before(key)) is not None:
+                return outage
+            answer = work(key, {**await body_of(request), **request.path_params})
+        finally:
+            self.keys.release(key)  # an answer not kept (an outage, a 422) is not replayed
         await self.config.after()
         return answer
 
@@ -195,6 +214,11 @@ class PaymentSim:
         if auth is None:
             return refuse(404, "NOT_FOUND", "no such authorization")
         amount = doc.get("amount_minor")
+        if (
+            auth.status == "authorized"
+            and _chance(self.config.seed, key) < self.config.expire_share
+        ):
+            auth.status = "expired"
         if auth.status != "authorized":
             auth.capture_refusals += 1
             return self.keys.keep(key, 409, {"code": "NOT_CAPTURABLE", "detail": auth.status})
@@ -243,6 +267,7 @@ class PaymentSim:
 class SupplierConfig(Misbehaviour):
     stock: dict[str, int] = field(default_factory=dict)
     cost_minor: dict[str, int] = field(default_factory=dict)
+    lapse_next: int = 0  # this many next allocations get a lock that has already run out
 
 
 @dataclass(slots=True)
@@ -329,12 +354,15 @@ class SupplierSim:
         key = request.headers.get("idempotency-key", "")
         if not key:
             return refuse(422, "IDEMPOTENCY_KEY_REQUIRED", "send an Idempotency-Key header")
-        if (answer := keys.replay(key)) is not None:
+        if (answer := await keys.replay(key)) is not None:
             return answer
-        if (outage := await cfg.before(key)) is not None:
-            return outage
-        status, body = work(cfg, key, {**await body_of(request), **request.path_params})
-        answer = keys.keep(key, status, body)
+        try:
+            if (outage := await cfg.before(key)) is not None:
+                return outage
+            status, body = work(cfg, key, {**await body_of(request), **request.path_params})
+            answer = keys.keep(key, status, body)
+        finally:
+            keys.release(key)
         await cfg.after()
         return answer
 
@@ -350,14 +378,12 @@ class SupplierSim:
         if self._available(cfg, sku) < qty:
             return 409, {"code": "OUT_OF_STOCK", "detail": f"{sku}: {cfg.stock[sku]} left"}
         cfg.stock[sku] -= qty
+        lock = float(lock_s if isinstance(lock_s, int) else 600)
+        if cfg.lapse_next > 0:
+            cfg.lapse_next -= 1
+            lock = 0.0
         a = Allocation(
-            f"al_{next(self.ids)}",
-            doc["supplier"],
-            sku,
-            qty,
-            "locked",
-            time.time() + float(lock_s if isinstance(lock_s, int) else 600),
-            key,
+            f"al_{next(self.ids)}", doc["supplier"], sku, qty, "locked", time.time() + lock, key
         )
         self.allocations[a.id] = a
         return 201, {"id": a.id, "status": a.status}
@@ -372,6 +398,8 @@ class SupplierSim:
         if a is None or a.supplier_id != doc["supplier"]:
             return 404, {"code": "NOT_FOUND", "detail": "no such allocation"}
         self._available(cfg, a.sku)
+        if a.status == "confirmed":  # confirming twice changes nothing
+            return 200, {"id": a.id, "status": a.status}
         if a.status != "locked":
             return 409, {
                 "code": "LOCK_EXPIRED" if a.status == "lapsed" else "NOT_LOCKED",
@@ -390,9 +418,10 @@ class SupplierSim:
         a = self.allocations.get(doc["allocation"])
         if a is None or a.supplier_id != doc["supplier"]:
             return 404, {"code": "NOT_FOUND", "detail": "no such allocation"}
+        self._available(cfg, a.sku)  # a lock that ran out has already given its units back
         if a.status in ("locked", "confirmed"):
             cfg.stock[a.sku] = cfg.stock.get(a.sku, 0) + a.qty
-        a.status = "cancelled"
+            a.status = "cancelled"
         return 200, {"id": a.id, "status": a.status}
 
     async def stock(self, request: Request) -> Response:

@@ -66,10 +66,14 @@ async def saga_jobs(
     pool = await asyncpg.create_pool(
         settings.local_database_url, min_size=1, max_size=8, command_timeout=30
     )
+    # Two clients: a slow webhook receiver must not take the connections the parties need.
     timeout = httpx.Timeout(settings.adapter_timeout_ms / 1000)
     limits = httpx.Limits(max_connections=settings.saga_concurrency * 2)
     try:
-        async with httpx.AsyncClient(timeout=timeout, limits=limits) as client:
+        async with (
+            httpx.AsyncClient(timeout=timeout, limits=limits) as client,
+            httpx.AsyncClient(timeout=httpx.Timeout(10.0)) as hooks,
+        ):
             parties = Parties(
                 engine,
                 HttpPaymentProvider(client, settings.local_payment_url),
@@ -87,7 +91,7 @@ async def saga_jobs(
             )
             runner = SagaRunner(pool, parties, config, metrics, log)
             outbox = OutboxConfig(settings.local_webhook_urls, settings.webhook_secret)
-            yield runner, OutboxDelivery(pool, client, outbox, metrics, log)
+            yield runner, OutboxDelivery(pool, hooks, outbox, metrics, log)
     finally:
         await pool.close()
 

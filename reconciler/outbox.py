@@ -118,7 +118,7 @@ class OutboxDelivery:
             reply = await self.client.post(url, content=body, headers=headers)
             if not 200 <= reply.status_code < 300:
                 error = f"HTTP {reply.status_code}"
-        except httpx.HTTPError as exc:
+        except (httpx.HTTPError, httpx.InvalidURL, OSError) as exc:
             error = f"{type(exc).__name__}: {exc}"
         async with self.pool.acquire() as conn:
             if not error:

@@ -27,7 +27,7 @@ from redis.exceptions import RedisError
 from engine.errors import EngineUnavailable
 from reconciler.adapters import PartyUnavailable
 from reconciler.metrics import Metrics
-from reconciler.steps import STEPS, Backorder, Decision, Line, Order, Parties
+from reconciler.steps import FINAL, STEPS, Backorder, Decision, Line, Order, Parties
 
 Log = Callable[[str], None]
 
@@ -64,7 +64,8 @@ WITH due AS (
     FOR UPDATE SKIP LOCKED
 )
 UPDATE orders o
-SET step_token = o.step_token + 1, step_due_at = now() + $2 * interval '1 millisecond'
+SET step_token = o.step_token + 1, step_due_at = now() + $2 * interval '1 millisecond',
+    claimed_until = now() + $2 * interval '1 millisecond'
 FROM due WHERE o.order_id = due.order_id
 RETURNING o.order_id, o.next_step, o.step_token
 """
@@ -153,16 +154,24 @@ UPDATE order_allocations SET status = $4, supplier_id = $5, cost_minor = $6, all
     confirmed = $8, margin_minor = $9, refused_by = $10, updated_at = now()
 WHERE order_id = $1 AND sku = $2 AND hold_supplier = $3
 """
+# A decision the retailer recorded while a step ran ('decided') is only ever overwritten by the
+# step that carries it out ($6 / $5: whether this step is backorder.apply).
 _OPEN_BACKORDER = """
 INSERT INTO backorders (order_id, sku, hold_supplier, qty, status, options)
 VALUES ($1, $2, $3, $4, 'open', $5::jsonb)
 ON CONFLICT (order_id, sku, hold_supplier) DO UPDATE
 SET status = 'open', options = EXCLUDED.options, decision = NULL, decided_at = NULL,
     applied = true, promised_date = NULL
+WHERE backorders.status <> 'decided' OR $6
 """
 _WRITE_BACKORDER = """
 UPDATE backorders SET status = $2, decision = $3::jsonb, promised_date = $4, applied = true
-WHERE id = $1
+WHERE id = $1 AND (status <> 'decided' OR $5)
+"""
+_DECIDED = "SELECT count(*) FROM backorders WHERE order_id = $1 AND status = 'decided'"
+_CLOSE_BACKORDERS = """
+UPDATE backorders SET status = 'cancelled', applied = true
+WHERE order_id = $1 AND status IN ('open', 'decided', 'waiting')
 """
 _NOTICE = """
 INSERT INTO outbox (topic, recipient, payload, dedupe_key) VALUES ($1, $2, $3::jsonb, $4)
@@ -176,7 +185,7 @@ SET status = EXCLUDED.status, outcome = EXCLUDED.outcome, last_error = NULL, upd
 """
 _NEXT = """
 UPDATE orders SET next_step = $2, step_due_at = $3, step_token = step_token + 1,
-    updated_at = now()
+    claimed_until = NULL, dead_step = NULL, updated_at = now()
 WHERE order_id = $1
 """
 _REARM = """
@@ -221,6 +230,7 @@ async def write(conn: asyncpg.Connection, c: Claim, o: Order, d: Decision) -> bo
                 line.margin_minor,
                 line.refused_by,
             )
+        applies = c.step == "backorder.apply"
         for b in d.backorders:
             if b.status == "open":
                 await conn.execute(
@@ -230,10 +240,13 @@ async def write(conn: asyncpg.Connection, c: Claim, o: Order, d: Decision) -> bo
                     b.hold_supplier,
                     b.qty,
                     json.dumps(b.options),
+                    applies,
                 )
             else:
                 decision = json.dumps(b.decision) if b.decision is not None else None
-                await conn.execute(_WRITE_BACKORDER, b.id, b.status, decision, b.promised_date)
+                await conn.execute(
+                    _WRITE_BACKORDER, b.id, b.status, decision, b.promised_date, applies
+                )
         for n in d.notices:
             payload = {
                 "topic": n.topic,
@@ -248,9 +261,15 @@ async def write(conn: asyncpg.Connection, c: Claim, o: Order, d: Decision) -> bo
         await conn.execute(_STEP_DONE, c.order_id, c.step, "done", d.outcome, c.round)
         for step, outcome in d.history:
             await conn.execute(_STEP_DONE, c.order_id, step, "done", outcome, c.round)
-        if d.next_step is not None:
-            await conn.execute(_REARM, c.order_id, d.next_step)
-        await conn.execute(_NEXT, c.order_id, d.next_step, d.next_at or dt.datetime.now(dt.UTC))
+        next_step, next_at = d.next_step, d.next_at
+        if (d.status or row["status"]) in FINAL:
+            await conn.execute(_CLOSE_BACKORDERS, c.order_id)  # nothing left to decide
+        elif await conn.fetchval(_DECIDED, c.order_id):
+            # The retailer decided while this step ran: carry that out next.
+            next_step, next_at = "backorder.apply", None
+        if next_step is not None:
+            await conn.execute(_REARM, c.order_id, next_step)
+        await conn.execute(_NEXT, c.order_id, next_step, next_at or dt.datetime.now(dt.UTC))
     return True
 
 
@@ -277,8 +296,8 @@ async def give_up_or_retry(
         )
         if dead:
             await conn.execute(
-                "UPDATE orders SET next_step = NULL, dead_step = $2, step_token = step_token + 1 "
-                "WHERE order_id = $1",
+                "UPDATE orders SET next_step = NULL, dead_step = $2, step_token = step_token + 1, "
+                "claimed_until = NULL WHERE order_id = $1",
                 c.order_id,
                 c.step,
             )
@@ -292,7 +311,7 @@ async def give_up_or_retry(
         else:
             await conn.execute(
                 "UPDATE orders SET step_due_at = now() + $2 * interval '1 millisecond', "
-                "step_token = step_token + 1 WHERE order_id = $1",
+                "step_token = step_token + 1, claimed_until = NULL WHERE order_id = $1",
                 c.order_id,
                 delay_ms,
             )
@@ -304,7 +323,8 @@ async def retry_dead(conn: asyncpg.Connection, order_id: str) -> bool:
     async with conn.transaction():
         step = await conn.fetchval(
             "UPDATE orders SET next_step = dead_step, dead_step = NULL, step_due_at = now(), "
-            "step_token = step_token + 1 WHERE order_id = $1 AND dead_step IS NOT NULL "
+            "step_token = step_token + 1 "
+            "WHERE order_id = $1 AND dead_step IS NOT NULL AND next_step IS NULL "
             "RETURNING next_step",
             order_id,
         )

@@ -132,14 +132,23 @@ def _both(topic: str, **details: Any) -> list[Notice]:
 
 
 async def authorize(p: Parties, o: Order) -> Decision:
-    hold = await p.engine.get_hold(o.sale_id, o.order_id)
-    if hold is not None and hold.status == "compensated":
-        # Someone gave the units back outside the saga: there is nothing left to charge for.
-        return Decision("skipped", "CANCELLED", "units were given back before payment")
+    # The provider first: a run after a crash gets the first answer again (same key), so a
+    # decline given back in Redis before the crash still ends as PAYMENT_FAILED.
     answer = await p.payment.authorize(
         o.key(), o.order_id, o.customer_id, o.total_minor, o.payment_ref
     )
     if answer.ok:
+        hold = await p.engine.get_hold(o.sale_id, o.order_id)
+        if hold is not None and hold.status == "compensated":
+            # The units were given back outside the saga: nothing left to charge for.
+            await _void(p, o, answer.ref)
+            return Decision(
+                "voided",
+                "CANCELLED",
+                "units were given back before payment; authorisation voided",
+                history=[("payment.void", "voided")],
+                notices=_both("order.cancelled", refunded_minor=0),
+            )
         return Decision(
             "authorized",
             "AUTHORIZED",
@@ -164,6 +173,8 @@ async def _give_back(
     """The compensation in Redis: the order's units back on sale (but `writeoff`); the flush
     then books the ledger rows, reason included. Idempotent: a replay answers OK again."""
     result = await p.engine.compensate(o.sale_id, o.order_id, reason[:512], writeoff)
+    if result.code is Code.OK and result.replay:
+        return "units already given back"
     if result.code is Code.OK:
         cut = sum(q for _, _, q in writeoff)
         return f"units back on sale, {cut} written off" if cut else "units back on sale"
@@ -237,8 +248,24 @@ async def _options(p: Parties, o: Order, line: Line) -> list[dict[str, Any]]:
     return options
 
 
+def _due(o: Order, line: Line) -> bool:
+    """A line to ask for now: new, or waiting and its promised day has come."""
+    if line.status == "pending":
+        return True
+    if line.status != "waiting":
+        return False
+    day = next(
+        (b.promised_date for b in o.backorders if (b.sku, b.hold_supplier) == _key(line)), None
+    )
+    return day is None or day <= _now().date()
+
+
+def _key(line: Line) -> tuple[str, str]:
+    return (line.sku, line.hold_supplier)
+
+
 async def allocate(p: Parties, o: Order) -> Decision:
-    todo = [line for line in o.lines if line.status in ("pending", "waiting")]
+    todo = [line for line in o.lines if _due(o, line)]
     was_waiting = {(line.sku, line.hold_supplier) for line in todo if line.status == "waiting"}
     for line in todo:
         await _allocate_line(p, o, line)
@@ -328,20 +355,25 @@ async def capture(p: Parties, o: Order) -> Decision:
             answer = await p.suppliers.confirm(line.supplier_id, key, line.allocation_ref)
             if answer.ok:
                 line.confirmed = True
-            else:  # the lock lapsed at the supplier: allocate this line again
+            elif answer.code == "LOCK_EXPIRED":  # lapsed at the supplier: allocate it again
                 line.status = "pending"
+            else:  # anything else needs a look, not a second allocation
+                raise PartyUnavailable(
+                    f"confirm {line.allocation_ref} at {line.supplier_id}: {answer.code}"
+                )
             changed.append(line)
+    waits = any(line.status == "waiting" for line in o.lines)
     if any(line.status == "pending" for line in o.lines):
         return Decision(
             "captured, allocation lapsed",
-            "CONFIRMED" if captured else None,
+            "CONFIRMED" if captured and not waits else None,
             "a supplier's lock lapsed before it was confirmed; allocating again",
             "supplier.allocate",
             order=captured,
             lines=changed,
         )
     waiting = [b for b in o.backorders if b.status == "waiting"]
-    if any(line.status == "waiting" for line in o.lines):
+    if waits:
         when = min((b.promised_date or _now().date() for b in waiting), default=_now().date())
         shipped = any(line.status == "allocated" for line in o.lines)
         return Decision(
@@ -367,10 +399,11 @@ async def capture(p: Parties, o: Order) -> Decision:
 
 
 async def _capture_refused(p: Parties, o: Order, why: str) -> Decision:
+    unshippable = _unshippable(o)
     cancelled = await _cancel_allocations(p, o)
-    assert o.authorization_id is not None
-    await _void(p, o)
-    returned = await _give_back(p, o, why, writeoff=())
+    # A refused capture (an authorisation that expired, say) may leave nothing to void.
+    voided = await _void(p, o, refusal_ok=True)
+    returned = await _give_back(p, o, why, unshippable)
     return Decision(
         "refused",
         "PAYMENT_FAILED",
@@ -378,10 +411,19 @@ async def _capture_refused(p: Parties, o: Order, why: str) -> Decision:
         lines=cancelled,
         history=[
             ("supplier.cancel", f"{len(cancelled)} cancelled"),
-            ("payment.void", "voided"),
+            ("payment.void", voided),
             ("stock.release", returned),
         ],
         notices=_both("order.payment_failed", reason=why),
+    )
+
+
+def _unshippable(o: Order) -> tuple[tuple[str, str, int], ...]:
+    """Units of lines no supplier could ship: written off, never back on sale."""
+    return tuple(
+        (line.sku, line.hold_supplier, line.qty)
+        for line in o.lines
+        if line.status in ("backordered", "waiting")
     )
 
 
@@ -390,17 +432,32 @@ async def _cancel_allocations(p: Parties, o: Order) -> list[Line]:
     for line in o.lines:
         if line.status == "allocated" and line.supplier_id and line.allocation_ref:
             key = o.key("cancel", line.sku, line.hold_supplier)
-            await p.suppliers.cancel(line.supplier_id, key, line.allocation_ref)  # refusal: gone
+            answer = await p.suppliers.cancel(line.supplier_id, key, line.allocation_ref)
+            if not answer.ok and answer.code != "NOT_FOUND":  # a refusal (shipped?) needs a look
+                raise PartyUnavailable(
+                    f"cancel {line.allocation_ref} at {line.supplier_id}: {answer.code}"
+                )
         line.status = "cancelled"
         done.append(line)
     return done
 
 
-async def _void(p: Parties, o: Order) -> None:
-    if o.authorization_id:
-        answer = await p.payment.void(o.key("void"), o.authorization_id)
-        if not answer.ok and answer.code != "ALREADY_VOIDED":
-            raise PartyUnavailable(f"void {o.order_id}: {answer.code} {answer.detail}")
+async def _void(
+    p: Parties, o: Order, authorization_id: str | None = None, *, refusal_ok: bool = False
+) -> str:
+    """Voids the authorisation; a refusal raises (the step is retried, then dead-lettered)
+    unless `refusal_ok`, when it is only recorded."""
+    auth = authorization_id or o.authorization_id
+    if not auth:
+        return "no authorisation"
+    answer = await p.payment.void(o.key("void"), auth)
+    if answer.ok:
+        return "voided"
+    if answer.code == "ALREADY_VOIDED":
+        return "already voided"
+    if refusal_ok:
+        return f"not voided: {answer.code} {answer.detail}".strip()
+    raise PartyUnavailable(f"void {o.order_id}: {answer.code} {answer.detail}")
 
 
 # --- notify
@@ -436,7 +493,8 @@ async def apply_backorders(p: Parties, o: Order) -> Decision:
     decided = [b for b in o.backorders if b.status == "decided" and b.decision]
     if any(b.decision and b.decision["decision"] == "cancel" for b in decided):
         return await _cancel_order(p, o)
-    notes = []
+    notes: list[str] = []
+    refused: list[dict[str, Any]] = []
     for b in decided:
         assert b.decision is not None
         line = next(x for x in o.lines if (x.sku, x.hold_supplier) == (b.sku, b.hold_supplier))
@@ -455,8 +513,16 @@ async def apply_backorders(p: Parties, o: Order) -> Decision:
             change = (line.margin_minor or 0) - line.planned_margin_minor
             notes.append(f"{b.sku} ships from {supplier_id} (margin {change:+d})")
         else:
-            b.status, b.decision = "open", None
+            b.status, b.decision, line.status = "open", None, "backordered"
             notes.append(f"{b.sku}: {supplier_id} refused ({answer.code}), decide again")
+            refused.append(
+                {
+                    "backorder_id": b.id,
+                    "sku": b.sku,
+                    "supplier_id": supplier_id,
+                    "code": answer.code,
+                }
+            )
     open_left = any(b.status == "open" for b in o.backorders)
     return Decision(
         "applied",
@@ -465,15 +531,14 @@ async def apply_backorders(p: Parties, o: Order) -> Decision:
         None if open_left else "payment.capture",
         lines=o.lines,
         backorders=decided,
+        notices=[Notice("retailer", "backorder.decision_failed", {"refused": refused})]
+        if refused
+        else [],
     )
 
 
 async def _cancel_order(p: Parties, o: Order) -> Decision:
-    unshippable = tuple(
-        (line.sku, line.hold_supplier, line.qty)
-        for line in o.lines
-        if line.status in ("backordered", "waiting")
-    )
+    unshippable = _unshippable(o)
     cancelled = await _cancel_allocations(p, o)
     if o.captured_minor > o.refunded_minor:
         assert o.authorization_id is not None
@@ -481,10 +546,11 @@ async def _cancel_order(p: Parties, o: Order) -> Decision:
         answer = await p.payment.refund(o.key("refund"), o.authorization_id, amount)
         if not answer.ok:
             raise PartyUnavailable(f"refund {o.order_id}: {answer.code} {answer.detail}")
-        status, money, pay = "REFUNDED", {"refunded_minor": o.captured_minor}, "payment.refund"
+        status, money = "REFUNDED", {"refunded_minor": o.captured_minor}
+        paid = ("payment.refund", f"refunded {amount}")
     else:
-        await _void(p, o)
-        status, money, pay = "CANCELLED", {}, "payment.void"
+        status, money = "CANCELLED", {}
+        paid = ("payment.void", await _void(p, o))
     returned = await _give_back(p, o, "backorder cancelled by the retailer", unshippable)
     for b in o.backorders:
         b.status = "cancelled"
@@ -496,7 +562,7 @@ async def _cancel_order(p: Parties, o: Order) -> Decision:
         lines=cancelled,
         backorders=o.backorders,
         history=[
-            (pay, "done"),
+            paid,
             ("supplier.cancel", f"{len(cancelled)} lines"),
             ("stock.release", returned),
         ],

@@ -443,7 +443,12 @@ def _order_cases() -> dict[str, Case]:
         "wait date in the past": {"decision": "wait", "promised_date": past},
         "wait date a number": {"decision": "wait", "promised_date": 20300101},
         "cancel with extra field": {"decision": "cancel", "refund": True},
-        "secondary without cost": {"decision": "secondary", "supplier_id": "S9"},
+        "secondary without supplier": {"decision": "secondary", "cost_minor": 5},
+        "secondary cost a string": {
+            "decision": "secondary",
+            "supplier_id": "S9",
+            "cost_minor": "5",
+        },
         "secondary negative cost": {"decision": "secondary", "supplier_id": "S9", "cost_minor": -1},
         "secondary cost bool": {"decision": "secondary", "supplier_id": "S9", "cost_minor": True},
         "secondary bad supplier": {"decision": "secondary", "supplier_id": "a b", "cost_minor": 1},

@@ -349,6 +349,10 @@ async def test_backorder_decisions_drive_order_payment_and_stock(
                 # The promised day comes, and P2 has X again; the other one is cancelled.
                 sims.supplier("P2", stock={"X": 5})
                 await pgc.execute(
+                    "UPDATE backorders SET promised_date = current_date WHERE order_id = $1",
+                    wait_then_ship,
+                )
+                await pgc.execute(
                     "UPDATE orders SET step_due_at = now() WHERE order_id = $1", wait_then_ship
                 )
                 await decide(wait_then_cancel, {"decision": "cancel"})
@@ -450,3 +454,109 @@ def test_signature_verifies_only_the_signed_body() -> None:
     assert not verify("other", str(now), body, good)
     assert not verify("s3cret", str(now - 3600), body, sign("s3cret", now - 3600, body))
     assert not verify("s3cret", "not-a-time", body, good)
+
+
+# --- refusals the happy path never meets ---------------------------------------------------------
+
+
+async def test_refused_captures_and_lapsed_locks(
+    fresh_sims: Sims, sengine: Engine, pgc: asyncpg.Connection, ssettings: Settings, sale_id: str
+) -> None:
+    """Every capture of half the orders finds its authorisation expired: supplier locks are
+    cancelled, nothing is voided (there is nothing to void) and the units go back on sale. The
+    first 5 supplier locks run out before they are confirmed: those lines are allocated again
+    and confirmed exactly once."""
+    sims = fresh_sims
+    await create_sale(sengine, pgc, record(sale_id, {"A": [("P1", 100)]}))
+    sims.payment(expire_share=0.5)
+    sims.supplier("P1", lapse_next=5)
+    held = await confirm_orders(sengine, sale_id, [[("A", 2)]] * 30)
+    async with reconciler(ssettings, sengine):
+        statuses = await wait_final(pgc, sale_id, len(held))
+        await drained(sengine, sale_id)
+
+    auths = sims.authorizations()
+    expired = {o for o, a in auths.items() if a["status"] == "expired"}
+    assert 5 <= len(expired) <= 25, len(expired)
+    assert {o for o, s in statuses.items() if s == "PAYMENT_FAILED"} == expired
+    assert {o for o, s in statuses.items() if s == "FULFILLED"} == held.keys() - expired
+    assert all(a["captures"] == (0 if o in expired else 1) for o, a in auths.items())
+    by_order: dict[str, Counter[str]] = {}
+    for a in sims.allocations():
+        by_order.setdefault(a["key"].split(":", 1)[0], Counter())[a["status"]] += 1
+    lapsed = sum(c["lapsed"] for c in by_order.values())
+    assert lapsed == 5
+    for order_id in held:
+        c = by_order[order_id]
+        if order_id in expired:
+            assert c["confirmed"] == 0 and c["cancelled"] + c["lapsed"] >= 1
+        else:
+            assert c["confirmed"] == 1
+    state = await sengine.stock(sale_id)
+    assert state is not None
+    sold = 2 * (len(held) - len(expired))
+    assert (state.sku("A").sold, state.sku("A").available) == (sold, 100 - sold)
+    assert await check_sale(sengine, sale_id) == []
+    assert (await audit(sengine, pgc, sale_id, strict=True)).ok
+    steps = await pgc.fetch(
+        "SELECT s.step, s.outcome FROM saga_steps s JOIN orders o USING (order_id) "
+        "WHERE o.sale_id = $1 AND s.step = 'payment.void'",
+        sale_id,
+    )
+    assert len(steps) == len(expired)
+    assert all(r["outcome"].startswith("not voided: NOT_VOIDABLE") for r in steps)
+
+
+async def test_a_decision_while_a_step_runs_waits_for_it(
+    fresh_sims: Sims,
+    sengine: Engine,
+    pgc: asyncpg.Connection,
+    ssettings: Settings,
+    service_urls: dict[str, str],
+    saga_url: str,
+    sale_id: str,
+) -> None:
+    """The retailer says "wait", and while the capture that follows is with the (slow) payment
+    provider, says "cancel": the capture's outcome is kept, and the cancel then refunds it."""
+    sims = fresh_sims
+    await create_sale(sengine, pgc, record(sale_id, {"X": [("P1", 10)], "Y": [("P1", 10)]}))
+    sims.supplier("P1", stock={"X": 0, "Y": 10})
+    held = await confirm_orders(sengine, sale_id, [[("X", 1), ("Y", 1)]])
+    (order_id,) = held
+    env = {**service_urls, "FLASHSALE_DATABASE_URL": saga_url}
+    later = (dt.datetime.now(dt.UTC).date() + dt.timedelta(days=3)).isoformat()
+    async with reconciler(ssettings, sengine):
+        await until(pgc, order_id, "BACKORDERED")
+        b = await backorder_of(pgc, order_id)
+        sims.payment(delay_ms=700)  # the capture takes a while
+        with gateway(env, workers=1) as gw:
+            async with httpx.AsyncClient(base_url=gw.url, headers=ADMIN) as http:
+                url = f"/v1/admin/backorders/{b['id']}/decision"
+                offered = await http.post(url, json={"decision": "secondary", "supplier_id": "S8"})
+                assert offered.status_code == 422 and "not offered" in offered.text
+                assert await backorder_of(pgc, order_id) == b
+                wait = await http.post(url, json={"decision": "wait", "promised_date": later})
+                assert wait.status_code == 202, wait.text
+                deadline = time.monotonic() + 10
+                while not await pgc.fetchval(  # the capture has been claimed
+                    "SELECT claimed_until > now() AND next_step = 'payment.capture' "
+                    "FROM orders WHERE order_id = $1",
+                    order_id,
+                ):
+                    assert time.monotonic() < deadline
+                    await asyncio.sleep(0.02)
+                cancel = await http.post(url, json={"decision": "cancel"})
+                assert cancel.status_code == 202, cancel.text
+                await until(pgc, order_id, "REFUNDED")
+        await drained(sengine, sale_id)
+    auth = sims.authorizations()[order_id]
+    assert (auth["status"], auth["captures"]) == ("refunded", 1)
+    assert auth["refunded_minor"] == auth["captured_minor"] == 1000 + 1100
+    moves = await transitions(pgc, sale_id)
+    assert moves[order_id] == ["AUTHORIZED", "BACKORDERED", "PARTIALLY_FULFILLED", "REFUNDED"]
+    state = await sengine.stock(sale_id)
+    assert state is not None
+    x, y = state.sku("X"), state.sku("Y")
+    assert (x.sold, x.adjusted, x.available) == (0, -1, 9)  # written off
+    assert (y.sold, y.adjusted, y.available) == (0, 0, 10)  # back on sale
+    assert (await audit(sengine, pgc, sale_id, strict=True)).ok

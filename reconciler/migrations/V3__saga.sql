@@ -14,12 +14,12 @@ ALTER TABLE orders
     ADD COLUMN next_step       text,                  -- NULL: the saga has nothing left to do
     ADD COLUMN step_due_at     timestamptz,           -- when next_step may run (or its lease ends)
     ADD COLUMN step_token      bigint  NOT NULL DEFAULT 0,  -- bumped by every claim and change
+    ADD COLUMN claimed_until   timestamptz,           -- a process is running next_step until then
     ADD COLUMN authorization_id text,                 -- the payment provider's
     ADD COLUMN authorized_minor bigint NOT NULL DEFAULT 0 CHECK (authorized_minor >= 0),
     ADD COLUMN captured_minor  bigint  NOT NULL DEFAULT 0 CHECK (captured_minor >= 0),
     ADD COLUMN refunded_minor  bigint  NOT NULL DEFAULT 0 CHECK (refunded_minor >= 0),
     ADD COLUMN dead_step       text;                  -- a step given up after its tries: an operator's
-UPDATE orders SET next_step = 'payment.authorize', step_due_at = now() WHERE status = 'PENDING';
 CREATE INDEX orders_saga_due ON orders (step_due_at) WHERE next_step IS NOT NULL;
 
 -- round: a step run again after it ended (allocation after a retailer's "wait") is a new round,
@@ -59,6 +59,13 @@ CREATE TABLE order_allocations (
     updated_at     timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (order_id, sku, hold_supplier)
 );
+
+-- Orders flushed before this migration join the saga with their lines, as the flush now
+-- writes them for new orders.
+INSERT INTO order_allocations (order_id, sku, hold_supplier, qty, price_minor, planned_margin_minor)
+SELECT l.order_id, l.sku, l.supplier_id, l.qty, l.price_minor, l.qty * (l.price_minor - l.cost_minor)
+FROM order_lines l JOIN orders o USING (order_id) WHERE o.status = 'PENDING';
+UPDATE orders SET next_step = 'payment.authorize', step_due_at = now() WHERE status = 'PENDING';
 
 -- A backorder is per order line: a line split over two suppliers can need two.
 ALTER TABLE backorders ADD COLUMN hold_supplier text NOT NULL DEFAULT '';
