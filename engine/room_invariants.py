@@ -11,11 +11,20 @@ async def room_violations(engine: Engine, sale_id: str, max_active: int | None =
     """Tickets are 1..seq, one per customer; every passed place was admitted or skipped, never
     both; admissions happened in place order; open sessions were admitted and within the cap."""
     client = engine.client
-    room = await hgetall(client, keys.room(sale_id))
-    tickets = await hgetall(client, keys.room_tickets(sale_id))
-    who = await hgetall(client, keys.room_who(sale_id))
-    admitted = await hgetall(client, keys.room_admitted(sale_id))
-    active = await zrange_scores(client, keys.room_active(sale_id))
+    # The room's keys are read one by one while admission loops may still run: the reads are
+    # one consistent picture only if the room hash (seq, serving and the counters, which every
+    # join and admission moves in the same script) is the same before and after them.
+    for _ in range(50):
+        room = await hgetall(client, keys.room(sale_id))
+        tickets = await hgetall(client, keys.room_tickets(sale_id))
+        who = await hgetall(client, keys.room_who(sale_id))
+        admitted = await hgetall(client, keys.room_admitted(sale_id))
+        active = await zrange_scores(client, keys.room_active(sale_id))
+        again = await hgetall(client, keys.room(sale_id))
+        if all(again.get(f) == room.get(f) for f in ("seq", "serving", "admitted", "skipped")):
+            break
+    else:
+        return ["the room kept changing: no consistent read in 50 tries"]
     seq, serving = int(room.get("seq", 0)), int(room.get("serving", 0))
     bad = []
     if sorted(map(int, who)) != list(range(1, seq + 1)):
