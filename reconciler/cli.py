@@ -22,7 +22,7 @@ from reconciler.adapters import HttpPaymentProvider, HttpSuppliers
 from reconciler.audit import audit, render
 from reconciler.config import ReconcilerConfig
 from reconciler.metrics import Metrics
-from reconciler.migrate import migrate, migrate_url
+from reconciler.migrate import migrate
 from reconciler.outbox import OutboxConfig, OutboxDelivery
 from reconciler.recover import recover
 from reconciler.saga import SagaConfig, SagaRunner, retry_dead
@@ -62,9 +62,10 @@ async def saga_jobs(
 ) -> AsyncIterator[tuple[SagaRunner, OutboxDelivery]]:
     """The order saga and the outbox delivery, on their own small PostgreSQL pool and one HTTP
     client with the adapters' timeout."""
-    await migrate_url(settings.local_database_url)
+    # No connection is opened here (min_size 0): PostgreSQL may be down at start-up, as the
+    # flush allows; the loops wait for it, and the flush's connection applies the migrations.
     pool = await asyncpg.create_pool(
-        settings.local_database_url, min_size=1, max_size=8, command_timeout=30
+        settings.local_database_url, min_size=0, max_size=8, command_timeout=30
     )
     # Two clients: a slow webhook receiver must not take the connections the parties need.
     timeout = httpx.Timeout(settings.adapter_timeout_ms / 1000)
