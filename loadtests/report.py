@@ -264,8 +264,9 @@ class Report:
         line = (
             f"waiting room: {room['tickets']} tickets, {room['admitted']} admitted, "
             f"{room['abandoned']} skipped as ghosts, {room['waiting']} still waiting, "
-            f"{room['active']} active sessions; admit rate {room['admit_rate_per_s']}/s "
-            f"(measured {room['measured_admit_rate_per_s']}/s)"
+            f"{room['active']} active sessions; admit rate set {room['admit_rate_per_s']}/s "
+            f"(over the gateway's recent window, now: {room['measured_admit_rate_per_s']}/s; "
+            "0 once sold out)"
             if room
             else "waiting room: none (the sale has no waiting room)"
         )
