@@ -19,12 +19,21 @@ class Backoff:
         self._rand = rand
 
     def next_delay_s(self) -> float:
-        ceiling: float = min(self.cap_ms, self.base_ms * 2**self.attempt)
+        delay_ms = jittered_ms(self.base_ms, self.cap_ms, self.attempt, self._rand)
         self.attempt = min(self.attempt + 1, 30)  # 2**30 * base is far past any cap
-        return (ceiling / 2 + self._rand() * ceiling / 2) / 1000
+        return delay_ms / 1000
 
     def reset(self) -> None:
         self.attempt = 0
+
+
+def jittered_ms(
+    base_ms: int, cap_ms: int, attempt: int, rand: Callable[[], float] = random.random
+) -> float:
+    """The wait before try `attempt + 1` (0-based): min(cap, base * 2**attempt), drawn from
+    [d/2, d]. Also for the saga's steps and the outbox, whose attempt counts live in PostgreSQL."""
+    ceiling: float = min(cap_ms, base_ms * 2 ** min(attempt, 30))
+    return ceiling / 2 + rand() * ceiling / 2
 
 
 def next_batch_size(current: int, got: int, low: int, high: int) -> int:

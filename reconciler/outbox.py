@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 import hashlib
 import hmac
-import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ import asyncpg  # type: ignore[import-untyped,unused-ignore]  # asyncpg ships no
 import httpx
 import orjson
 
+from reconciler.backoff import jittered_ms
 from reconciler.metrics import Metrics
 
 Log = Callable[[str], None]
@@ -129,8 +129,7 @@ class OutboxDelivery:
                 self.metrics.notices_sent += 1
                 return
             c = self.config
-            ceiling = min(c.backoff_cap_ms, c.backoff_base_ms * 2 ** min(row["attempts"] - 1, 30))
-            delay_ms = ceiling / 2 + random.random() * ceiling / 2
+            delay_ms = jittered_ms(c.backoff_base_ms, c.backoff_cap_ms, row["attempts"] - 1)
             await conn.execute(
                 "UPDATE outbox SET last_error = $2, "
                 "next_attempt_at = now() + $3 * interval '1 millisecond' WHERE id = $1",

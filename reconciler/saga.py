@@ -1,11 +1,12 @@
 """The saga runner: claims due orders from PostgreSQL, runs their next step (reconciler/steps.py),
 writes the outcome in one transaction, forever. Several reconcilers share the work.
 
-The cursor is on the order row (`next_step`, `step_due_at`, `step_token`), so an order runs one
-step at a time. A claim bumps `step_token` and pushes `step_due_at` out by a lease; the outcome
-is written only if the token is still the one claimed. So a step whose process died is taken
-over when its lease ends, and a step overtaken by someone else (a retailer's decision, or a
-slow process whose lease ran out) has its outcome dropped: every transition is written once.
+The cursor is on the order row (`next_step`, `step_due_at`, `step_token`, `claimed_until`), so
+an order runs one step at a time. A claim bumps `step_token` and leases the step; the outcome is
+written only if the token is still the one claimed. So a step whose process died is taken over
+when its lease ends, and a slow process whose lease ran out has its outcome dropped: every
+transition is written once. A retailer's decision never moves the cursor of a claimed or
+retrying step (gateway/orders.py); write() sends the order to `backorder.apply` afterwards.
 A step that cannot reach a party is tried again with capped exponential backoff and jitter;
 after `max_attempts` tries it goes to the dead letters (saga_steps.status = 'dead',
 orders.dead_step) for an operator (`flashsale saga retry`).
@@ -17,7 +18,6 @@ import asyncio
 import contextlib
 import datetime as dt
 import json
-import random
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -26,6 +26,7 @@ from redis.exceptions import RedisError
 
 from engine.errors import EngineUnavailable
 from reconciler.adapters import PartyUnavailable
+from reconciler.backoff import jittered_ms
 from reconciler.metrics import Metrics
 from reconciler.steps import FINAL, STEPS, Backorder, Decision, Line, Order, Parties
 
@@ -278,8 +279,7 @@ async def give_up_or_retry(
 ) -> bool:
     """A try that could not finish: due again after a backoff, or dead. True if dead."""
     dead = c.attempts >= config.max_attempts
-    ceiling = min(config.backoff_cap_ms, config.backoff_base_ms * 2 ** min(c.attempts - 1, 30))
-    delay_ms = ceiling / 2 + random.random() * ceiling / 2
+    delay_ms = jittered_ms(config.backoff_base_ms, config.backoff_cap_ms, c.attempts - 1)
     async with conn.transaction():
         row = await conn.fetchrow(_LOCK, c.order_id)
         if row is None or row["step_token"] != c.token:

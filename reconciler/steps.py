@@ -49,6 +49,11 @@ class Line:
     def amount_minor(self) -> int:
         return self.qty * self.price_minor
 
+    @property
+    def ref(self) -> tuple[str, str]:
+        """What names a line, and the backorder of it: (sku, hold_supplier)."""
+        return (self.sku, self.hold_supplier)
+
 
 @dataclass(slots=True)
 class Backorder:
@@ -60,6 +65,10 @@ class Backorder:
     decision: dict[str, Any] | None
     promised_date: dt.date | None
     options: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def ref(self) -> tuple[str, str]:
+        return (self.sku, self.hold_supplier)
 
 
 @dataclass(slots=True)
@@ -254,19 +263,13 @@ def _due(o: Order, line: Line) -> bool:
         return True
     if line.status != "waiting":
         return False
-    day = next(
-        (b.promised_date for b in o.backorders if (b.sku, b.hold_supplier) == _key(line)), None
-    )
+    day = next((b.promised_date for b in o.backorders if b.ref == line.ref), None)
     return day is None or day <= _now().date()
-
-
-def _key(line: Line) -> tuple[str, str]:
-    return (line.sku, line.hold_supplier)
 
 
 async def allocate(p: Parties, o: Order) -> Decision:
     todo = [line for line in o.lines if _due(o, line)]
-    was_waiting = {(line.sku, line.hold_supplier) for line in todo if line.status == "waiting"}
+    was_waiting = {line.ref for line in todo if line.status == "waiting"}
     for line in todo:
         await _allocate_line(p, o, line)
     short = [line for line in todo if line.status == "backordered"]
@@ -276,10 +279,10 @@ async def allocate(p: Parties, o: Order) -> Decision:
         for line in todo
         if line.status == "allocated" and line.supplier_id != line.hold_supplier
     ]
-    shipped = {(x.sku, x.hold_supplier) for x in todo if x.status == "allocated"}
+    shipped = {x.ref for x in todo if x.status == "allocated"}
     touched = []
     for b in o.backorders:  # a line that waited and now ships closes its backorder
-        if (b.sku, b.hold_supplier) in was_waiting & shipped:
+        if b.ref in was_waiting & shipped:
             b.status = "resolved"
             touched.append(b)
     note = f"; rerouted {', '.join(rerouted)}" if rerouted else ""
@@ -293,10 +296,7 @@ async def allocate(p: Parties, o: Order) -> Decision:
             backorders=touched,
         )
     for line in short:
-        old = next(
-            (b for b in o.backorders if (b.sku, b.hold_supplier) == (line.sku, line.hold_supplier)),
-            None,
-        )
+        old = next((b for b in o.backorders if b.ref == line.ref), None)
         backorder = Backorder(
             old.id if old else 0,
             line.sku,
@@ -497,7 +497,7 @@ async def apply_backorders(p: Parties, o: Order) -> Decision:
     refused: list[dict[str, Any]] = []
     for b in decided:
         assert b.decision is not None
-        line = next(x for x in o.lines if (x.sku, x.hold_supplier) == (b.sku, b.hold_supplier))
+        line = next(x for x in o.lines if x.ref == b.ref)
         if b.decision["decision"] == "wait":
             b.status, line.status = "waiting", "waiting"
             b.promised_date = dt.date.fromisoformat(b.decision["promised_date"])
