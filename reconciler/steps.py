@@ -203,17 +203,50 @@ def _chain(o: Order, line: Line) -> list[tuple[str, int]]:
     return first + [s for s in known if s[0] != line.hold_supplier]
 
 
-async def _allocate_line(p: Parties, o: Order, line: Line) -> bool:
+async def _allocate_line(p: Parties, o: Order, line: Line) -> list[str]:
+    """Asks the line's suppliers in turn; what was cut from the sale's stock on the way."""
     line.refused_by = []
+    cuts: list[str] = []
     for supplier_id, cost in _chain(o, line):
         key = o.key(line.sku, line.hold_supplier, supplier_id)
         answer = await p.suppliers.allocate(supplier_id, key, line.sku, line.qty, p.lock_s)
         if answer.ok:
             _ship_from(line, supplier_id, cost, answer.ref)
-            return True
+            return cuts
         line.refused_by.append(f"{supplier_id}:{answer.code}")
+        if answer.code == "OUT_OF_STOCK":
+            cuts += await _stop_selling(p, o, line.sku, supplier_id)
     line.status = "backordered"
-    return False
+    return cuts
+
+
+async def _stop_selling(p: Parties, o: Order, sku: str, supplier_id: str) -> list[str]:
+    """A supplier of the sale says it has none left: what Redis still offers from it for this
+    sku comes off the sale (an adjustment, in the ledger with the reason), so the crowd is not
+    sold units that would only end as reroutes or backorders. Units given back to it later (a
+    declined payment) are cut again at its next refusal."""
+    if supplier_id not in (s for s, _ in o.suppliers.get(sku, [])):
+        return []  # a supplier from outside the sale (a secondary): nothing of it on sale
+    state = await p.engine.stock(o.sale_id)
+    if state is None:
+        return []
+    left = next(
+        (
+            s.available
+            for k in state.skus
+            if k.sku == sku
+            for s in k.suppliers
+            if s.supplier == supplier_id
+        ),
+        0,
+    )
+    if left <= 0:
+        return []
+    reason = f"supplier {supplier_id} is out of {sku} (order {o.order_id}): no more on sale"
+    done = await p.engine.adjust(o.sale_id, sku, supplier_id, -left, reason)
+    if done.code is not Code.OK:
+        raise PartyUnavailable(f"adjust {sku} at {supplier_id}: {done.code}")
+    return [f"{-done.applied} x {sku} of {supplier_id} taken off the sale"] if done.applied else []
 
 
 def _ship_from(line: Line, supplier_id: str, unit_cost: int, ref: str) -> None:
@@ -270,8 +303,9 @@ def _due(o: Order, line: Line) -> bool:
 async def allocate(p: Parties, o: Order) -> Decision:
     todo = [line for line in o.lines if _due(o, line)]
     was_waiting = {line.ref for line in todo if line.status == "waiting"}
+    cuts: list[str] = []
     for line in todo:
-        await _allocate_line(p, o, line)
+        cuts += await _allocate_line(p, o, line)
     short = [line for line in todo if line.status == "backordered"]
     rerouted = [
         f"{line.sku} {line.hold_supplier}->{line.supplier_id} "
@@ -286,6 +320,7 @@ async def allocate(p: Parties, o: Order) -> Decision:
             b.status = "resolved"
             touched.append(b)
     note = f"; rerouted {', '.join(rerouted)}" if rerouted else ""
+    note += f"; {', '.join(cuts)}" if cuts else ""
     if not short:
         return Decision(
             "allocated" + (" with reroute" if rerouted else ""),

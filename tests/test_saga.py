@@ -180,7 +180,12 @@ async def test_thousand_orders_declines_reroute_slow_alternate(
                 sold[sku] += qty
     for sku, loaded in (("A", 1200), ("B", 600)):
         s = state.sku(sku)
-        assert (s.sold, s.reserved, s.available) == (sold[sku], 0, loaded - sold[sku])
+        assert (s.sold, s.reserved) == (sold[sku], 0)
+        assert s.available == loaded + s.adjusted - sold[sku]
+    # P1's refusals took what it still offered of A off the sale (declined units given back to
+    # it are cut at its next refusal); nothing else was adjusted.
+    cut = {(k.sku, s.supplier): s.adjusted for k in state.skus for s in k.suppliers}
+    assert cut[("A", "P1")] <= 0 and cut[("A", "P2")] == cut[("B", "P1")] == cut[("B", "P3")] == 0
     assert await check_sale(sengine, sale_id) == []
     found = await audit(sengine, pgc, sale_id, strict=True)
     assert found.ok, found.violations
@@ -404,13 +409,15 @@ async def test_backorder_decisions_drive_order_payment_and_stock(
     assert shipped[(wait_then_ship, "X", "P2")] == "confirmed"
     assert shipped[(secondary, "X", "S9")] == "confirmed"
     assert shipped[(wait_then_cancel, "Y", "P1")] == "cancelled"
-    # Stock: two cancelled orders; their Y went back on sale, their X (no supplier has it) is
-    # written off at the supplier the hold took it from.
+    # Stock: P1's and P2's refusals took all the X they still offered off the sale (96 and 100);
+    # two orders were cancelled: their Y went back on sale, their X (nobody has it) was written
+    # off at the supplier the hold took it from.
     state = await sengine.stock(sale_id)
     assert state is not None
-    x = next(s for s in state.sku("X").suppliers if s.supplier == "P1")
+    x = {s.supplier: s for s in state.sku("X").suppliers}
     y = next(s for s in state.sku("Y").suppliers if s.supplier == "P1")
-    assert (x.sold, x.adjusted, x.available) == (2, -2, 96)
+    assert (x["P1"].sold, x["P1"].adjusted, x["P1"].available) == (2, -96 - 2, 0)
+    assert (x["P2"].sold, x["P2"].adjusted, x["P2"].available) == (0, -100, 0)
     assert (y.sold, y.adjusted, y.available) == (2, 0, 98)
     assert await check_sale(sengine, sale_id) == []
     assert (await audit(sengine, pgc, sale_id, strict=True)).ok
@@ -557,6 +564,6 @@ async def test_a_decision_while_a_step_runs_waits_for_it(
     state = await sengine.stock(sale_id)
     assert state is not None
     x, y = state.sku("X"), state.sku("Y")
-    assert (x.sold, x.adjusted, x.available) == (0, -1, 9)  # written off
+    assert (x.sold, x.adjusted, x.available) == (0, -9 - 1, 0)  # cut at the refusal, written off
     assert (y.sold, y.adjusted, y.available) == (0, 0, 10)  # back on sale
     assert (await audit(sengine, pgc, sale_id, strict=True)).ok
