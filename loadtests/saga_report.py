@@ -17,9 +17,11 @@ SAGA_ENV = {"FLASHSALE_SAGA": "1", "FLASHSALE_SECONDARY_SUPPLIERS": "initech"}
 
 
 def set_scenario(settings: Settings, decline_share: float) -> None:
-    """acme (every sku's primary) really has fewer sneaker-red than it promised the sale, globex
-    (the alternate) answers slowly and cannot cover all of acme's shortfall, initech (no supplier
-    of the sale) has stock at a higher cost: some orders reroute, some end as backorders."""
+    """acme (every sku's primary) really has 100 of the 150 sneaker-red it promised the sale: at
+    its first refusal the saga takes the rest off the sale, and what was sold from it before
+    reroutes to globex (the alternate, slow), which has only the 100 it promised itself; so the
+    last orders end as backorders, with initech (no supplier of the sale, dearer) among the
+    retailer's options."""
     ports = sim.ports(settings)
     suppliers = f"http://127.0.0.1:{ports['suppliers']}/_sim/suppliers"
     payment = f"http://127.0.0.1:{ports['payment']}/_sim/config"
@@ -27,7 +29,7 @@ def set_scenario(settings: Settings, decline_share: float) -> None:
         http.post(payment, json={"decline_share": decline_share}).raise_for_status()
         for supplier, doc in {
             "acme": {"stock": {"sneaker-red": 100, "sneaker-blue": 500}},
-            "globex": {"stock": {"sneaker-red": 130, "sneaker-blue": 500}, "delay_ms": 150},
+            "globex": {"stock": {"sneaker-red": 100, "sneaker-blue": 500}, "delay_ms": 150},
             "initech": {"stock": {"sneaker-red": 500}, "cost_minor": {"sneaker-red": 8_900}},
         }.items():
             http.put(f"{suppliers}/{supplier}", json=doc).raise_for_status()
