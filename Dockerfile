@@ -1,12 +1,15 @@
-# The gateway image. Redis and PostgreSQL run as their own services (see docker-compose.yml).
+# The gateway and reconciler image: the runtime dependencies only (no Locust, no test tools).
+# Redis and PostgreSQL run as their own services (see docker-compose.yml).
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1
 WORKDIR /app
 
 COPY pyproject.toml README.md ./
+COPY flashsale flashsale
 COPY engine engine
 COPY lua lua
+COPY store store
 COPY gateway gateway
 COPY reconciler reconciler
 COPY loadtests loadtests

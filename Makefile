@@ -36,7 +36,7 @@ down: venv
 	$(BIN)/flashsale services down
 
 lint: venv
-	$(BIN)/ruff check engine gateway reconciler loadtests tests
+	$(BIN)/ruff check flashsale engine lua gateway reconciler store loadtests tests
 	$(BIN)/mypy
 
 test: services browser lint

@@ -1,10 +1,10 @@
 """The flash-sale reservation engine: an async Python API over atomic Redis Lua scripts."""
 
-from engine.api import Engine
-from engine.errors import EngineUnavailable, FlashsaleError, InvalidInput
-from engine.results import Code
-from engine.sale import ItemConfig, SaleConfig, SupplierStockConfig
-from engine.settings import Settings, load_settings
+from flashsale.engine.api import Engine
+from flashsale.engine.errors import EngineUnavailable, FlashsaleError, InvalidInput
+from flashsale.engine.results import Code
+from flashsale.engine.sale import ItemConfig, SaleConfig, SupplierStockConfig
+from flashsale.engine.settings import Settings, load_settings
 
 __all__ = [
     "Code",

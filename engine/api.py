@@ -10,11 +10,11 @@ from typing import Any
 from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError
 
-from engine import keys
-from engine.batcher import ScriptBatcher
-from engine.connection import RedisClient, hgetall, smembers
-from engine.errors import EngineUnavailable, InvalidInput
-from engine.results import (
+from flashsale.engine import keys
+from flashsale.engine.batcher import ScriptBatcher
+from flashsale.engine.connection import RedisClient, hgetall, smembers
+from flashsale.engine.errors import EngineUnavailable, InvalidInput
+from flashsale.engine.results import (
     AdjustResult,
     Code,
     ExtendResult,
@@ -28,11 +28,11 @@ from engine.results import (
     SweepResult,
     parse_allocations,
 )
-from engine.sale import MAX_UNITS, SaleConfig
-from engine.scripts import Scripts
-from engine.settings import Settings
-from engine.validation import check_cart, check_id, check_int, check_status
-from engine.waiting_room import TokenUse
+from flashsale.engine.sale import MAX_UNITS, SaleConfig
+from flashsale.engine.scripts import Scripts
+from flashsale.engine.settings import Settings
+from flashsale.engine.validation import check_cart, check_id, check_int, check_status
+from flashsale.engine.waiting_room import TokenUse
 
 
 class Engine:

@@ -13,8 +13,8 @@ from redis.asyncio.connection import AbstractConnection
 from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError, RedisError, ResponseError
 
-from engine.connection import RedisClient
-from engine.errors import EngineUnavailable
+from flashsale.engine.connection import RedisClient
+from flashsale.engine.errors import EngineUnavailable
 
 
 @dataclass(slots=True)

@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 
-from engine import keys
-from engine.api import Engine
-from engine.connection import zrange_scores
-from engine.results import SaleState, parse_allocations
+from flashsale.engine import keys
+from flashsale.engine.api import Engine
+from flashsale.engine.connection import zrange_scores
+from flashsale.engine.results import SaleState, parse_allocations
 
 
 @dataclass(frozen=True, slots=True)

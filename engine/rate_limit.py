@@ -6,11 +6,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from engine.results import Code
-from engine.validation import check_int
+from flashsale.engine.results import Code
+from flashsale.engine.validation import check_int
 
 if TYPE_CHECKING:
-    from engine.api import Engine
+    from flashsale.engine.api import Engine
 
 MAX_RATE = 10**9
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from engine import keys
-from engine.api import Engine
-from engine.connection import hgetall, zrange_scores
+from flashsale.engine import keys
+from flashsale.engine.api import Engine
+from flashsale.engine.connection import hgetall, zrange_scores
 
 
 async def room_violations(engine: Engine, sale_id: str, max_active: int | None = None) -> list[str]:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from engine.errors import InvalidInput
-from engine.validation import check_id, check_int
+from flashsale.engine.errors import InvalidInput
+from flashsale.engine.validation import check_id, check_int
 
 MAX_UNITS = 10**12
 MAX_MS = 2**52

@@ -33,7 +33,7 @@ def source(name: str) -> str:
     """The full text Redis runs for a script: lua/_shared.lua followed by lua/<name>.lua."""
     if name not in SCRIPT_NAMES:
         raise KeyError(name)
-    folder = resources.files("lua")
+    folder = resources.files("flashsale.lua")
     shared = folder.joinpath("_shared.lua").read_text(encoding="utf-8")
     own = folder.joinpath(f"{name}.lua").read_text(encoding="utf-8")
     return shared + "\n" + own

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from engine.errors import InvalidInput
-from engine.keys import ID_PATTERN
+from flashsale.engine.errors import InvalidInput
+from flashsale.engine.keys import ID_PATTERN
 
 SALE_STATUSES = ("scheduled", "open", "paused", "closed")
 

@@ -8,14 +8,14 @@ from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import RedisError
 
-from engine import keys
-from engine.errors import EngineUnavailable
-from engine.results import Code
-from engine.shuffle import new_seed, prequeue_places
-from engine.validation import check_id, check_int
+from flashsale.engine import keys
+from flashsale.engine.errors import EngineUnavailable
+from flashsale.engine.results import Code
+from flashsale.engine.shuffle import new_seed, prequeue_places
+from flashsale.engine.validation import check_id, check_int
 
 if TYPE_CHECKING:
-    from engine.api import Engine
+    from flashsale.engine.api import Engine
 
 SCAN_PER_TICK = 5000
 BEAT_BATCH = 2000

@@ -9,15 +9,15 @@ from redis.exceptions import RedisError
 from starlette.requests import Request
 from starlette.responses import Response
 
-from engine import keys
-from engine.errors import EngineUnavailable
-from engine.results import Code, SaleState
-from gateway.http import ADMIN_MAX_BYTES
-from gateway.problems import Problem, from_code, unavailable
-from gateway.responses import json_response, read_json
-from gateway.schemas import iso, parse_sale
-from gateway.state import GatewayState
-from reconciler import store
+from flashsale.engine import keys
+from flashsale.engine.errors import EngineUnavailable
+from flashsale.engine.results import Code, SaleState
+from flashsale.gateway.http import ADMIN_MAX_BYTES
+from flashsale.gateway.problems import Problem, from_code, unavailable
+from flashsale.gateway.responses import json_response, read_json
+from flashsale.gateway.schemas import iso, parse_sale
+from flashsale.gateway.state import GatewayState
+from flashsale.store import sales
 
 STATUS_OF_ACTION = {"open": "open", "pause": "paused", "close": "closed"}
 
@@ -46,8 +46,8 @@ async def put_sale(request: Request) -> Response:
     record = parse_sale(request.path_params["sale"], await read_json(request, ADMIN_MAX_BYTES))
     try:
         async with state.pool.acquire() as conn, conn.transaction():
-            existed = await store.load_sale_record(conn, record.sale_id) is not None
-            version = await store.save_sale(conn, record)
+            existed = await sales.load_sale_record(conn, record.sale_id) is not None
+            version = await sales.save_sale(conn, record)
             # Redis inside the transaction: a refusal there rolls PostgreSQL back too.
             result = await state.engine.load_sale(record.to_config(version))
             if result.code not in (Code.OK, Code.ALREADY_LOADED):
@@ -55,7 +55,7 @@ async def put_sale(request: Request) -> Response:
                 raise _Rollback(from_code(result.code, detail))
     except _Rollback as exc:
         raise exc.problem from None
-    except store.StoreConflict as exc:
+    except sales.StoreConflict as exc:
         raise Problem(409, "STOCK_COMMITTED", str(exc)) from None
     except (EngineUnavailable, OSError) as exc:
         raise unavailable() from exc
@@ -71,7 +71,7 @@ async def change_status(request: Request) -> Response:
         raise Problem(404, "NOT_FOUND", f"no action {action}; use open, pause or close")
     try:
         async with state.pool.acquire() as conn, conn.transaction():
-            if not await store.set_status(conn, sale_id, status):
+            if not await sales.set_status(conn, sale_id, status):
                 raise _Rollback(Problem(404, "NOT_FOUND", f"no sale {sale_id}"))
             code, previous = await state.engine.set_status(sale_id, status)
             if code is not Code.OK:

@@ -15,15 +15,16 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from engine import Engine, InvalidInput, Settings, load_settings
-from engine.connection import connect
-from gateway import admin, checkout, orders, public, queue
-from gateway.http import ADMIN_MAX_BYTES, header, send_problem
-from gateway.openapi import openapi_body, openapi_json
-from gateway.problems import PROBLEM_TYPE, Problem
-from gateway.queue_service import QueueService
-from gateway.state import GatewayState
-from reconciler.migrate import migrate
+from flashsale.engine import Engine, InvalidInput, Settings, load_settings
+from flashsale.engine.connection import connect
+from flashsale.gateway import admin, checkout, orders, public
+from flashsale.gateway.http import ADMIN_MAX_BYTES, header, send_problem
+from flashsale.gateway.openapi import openapi_body, openapi_json
+from flashsale.gateway.problems import PROBLEM_TYPE, Problem
+from flashsale.gateway.room import routes as room
+from flashsale.gateway.room.worker import QueueService
+from flashsale.gateway.state import GatewayState
+from flashsale.store.migrate import migrate
 
 HTTP_CODES = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED"}
 
@@ -109,11 +110,11 @@ def routes() -> list[Route]:
     sale = "/v1/sales/{sale}"
     hold = sale + "/holds/{hold}"
     return [
-        Route(sale + "/queue/{ticket}", queue.QueueStatus(), methods=["GET"]),
+        Route(sale + "/queue/{ticket}", room.QueueStatus(), methods=["GET"]),
         Route(sale + "/holds", checkout.CreateHold(), methods=["POST"]),
-        Route(sale + "/queue", queue.JoinQueue(), methods=["POST"]),
-        Route(sale + "/queue", queue.room_info, methods=["GET"]),
-        Route("/sales/{sale}/waiting-room", queue.waiting_room_page, methods=["GET"]),
+        Route(sale + "/queue", room.JoinQueue(), methods=["POST"]),
+        Route(sale + "/queue", room.room_info, methods=["GET"]),
+        Route("/sales/{sale}/waiting-room", room.waiting_room_page, methods=["GET"]),
         Route(hold, checkout.get_hold, methods=["GET"]),
         Route(hold + "/confirm", checkout.confirm_hold, methods=["POST"]),
         Route(hold + "/release", checkout.release_hold, methods=["POST"]),

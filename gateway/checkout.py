@@ -8,15 +8,15 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from engine.keys import ID_PATTERN
-from engine.results import Allocation, Code, ReserveResult
-from engine.waiting_room import TokenUse
-from gateway.http import header, parse_json_object, read_body, send_json, send_problem
-from gateway.problems import Problem, engine_call, from_code, invalid
-from gateway.queue_service import QueueService
-from gateway.responses import json_response, read_json
-from gateway.schemas import iso, parse_checkout, parse_confirm
-from gateway.state import GatewayState
+from flashsale.engine.keys import ID_PATTERN
+from flashsale.engine.results import Allocation, Code, ReserveResult
+from flashsale.engine.waiting_room import TokenUse
+from flashsale.gateway.http import header, parse_json_object, read_body, send_json, send_problem
+from flashsale.gateway.problems import Problem, engine_call, from_code, invalid
+from flashsale.gateway.responses import json_response, read_json
+from flashsale.gateway.room.worker import QueueService
+from flashsale.gateway.schemas import iso, parse_checkout, parse_confirm
+from flashsale.gateway.state import GatewayState
 
 T = TypeVar("T")
 

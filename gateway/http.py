@@ -7,7 +7,7 @@ from typing import Any
 import orjson
 from starlette.types import Receive, Scope, Send
 
-from gateway.problems import PROBLEM_TYPE, Problem
+from flashsale.gateway.problems import PROBLEM_TYPE, Problem
 
 JSON_TYPE = "application/json"
 ADMIN_MAX_BYTES = 1_048_576  # a sale with many items and suppliers

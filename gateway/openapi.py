@@ -8,7 +8,7 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-from engine.settings import Settings
+from flashsale.engine.settings import Settings
 
 ID = {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"}
 TIME = {"type": "string", "format": "date-time"}

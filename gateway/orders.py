@@ -14,12 +14,12 @@ import asyncpg  # type: ignore[import-untyped,unused-ignore]  # asyncpg ships no
 from starlette.requests import Request
 from starlette.responses import Response
 
-from gateway.admin import require_admin
-from gateway.problems import Problem, invalid, unavailable
-from gateway.responses import json_response, read_json
-from gateway.schemas import parse_decision, parse_path_id
-from gateway.state import GatewayState
-from reconciler.steps import FINAL
+from flashsale.gateway.admin import require_admin
+from flashsale.gateway.problems import Problem, invalid, unavailable
+from flashsale.gateway.responses import json_response, read_json
+from flashsale.gateway.schemas import parse_decision, parse_path_id
+from flashsale.gateway.state import GatewayState
+from flashsale.reconciler.steps import FINAL
 
 PG_DOWN = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError)
 BACKORDER_STATUSES = ("open", "decided", "waiting", "cancelled", "secondary", "resolved")

@@ -7,8 +7,8 @@ from typing import TypeVar
 
 import orjson
 
-from engine.errors import EngineUnavailable, InvalidInput
-from engine.results import Code
+from flashsale.engine.errors import EngineUnavailable, InvalidInput
+from flashsale.engine.results import Code
 
 T = TypeVar("T")
 

@@ -8,13 +8,13 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.types import Receive, Scope, Send
 
-from engine.errors import EngineUnavailable, InvalidInput
-from engine.results import SkuStock
-from gateway.http import send_bytes
-from gateway.problems import Problem, invalid, unavailable
-from gateway.responses import json_response
-from gateway.schemas import iso
-from gateway.state import GatewayState
+from flashsale.engine.errors import EngineUnavailable, InvalidInput
+from flashsale.engine.results import SkuStock
+from flashsale.gateway.http import send_bytes
+from flashsale.gateway.problems import Problem, invalid, unavailable
+from flashsale.gateway.responses import json_response
+from flashsale.gateway.schemas import iso
+from flashsale.gateway.state import GatewayState
 
 LOW_STOCK_SHARE = 0.1
 MAX_GAUGE_SALES = 50  # bounds the scrape's cost when many sales are loaded

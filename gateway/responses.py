@@ -8,8 +8,8 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-from gateway.http import JSON_TYPE, parse_json_object
-from gateway.problems import Problem
+from flashsale.gateway.http import JSON_TYPE, parse_json_object
+from flashsale.gateway.problems import Problem
 
 
 def json_response(doc: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:

@@ -7,10 +7,10 @@ from typing import Any
 
 import asyncpg
 
-from engine.errors import EngineUnavailable
-from engine.sale import SaleRecord
-from gateway.cache import Cached
-from reconciler import store
+from flashsale.engine.errors import EngineUnavailable
+from flashsale.engine.sale import SaleRecord
+from flashsale.gateway.cache import Cached
+from flashsale.store import sales
 
 RECORD_FRESH_S = 3.0
 RECORD_STALE_S = 30.0
@@ -40,7 +40,7 @@ class SaleRecords:
         # cost it half a second at most (it then uses the settings' defaults).
         try:
             async with asyncio.timeout(LOAD_TIMEOUT_S), self._pool.acquire() as conn:
-                found = await store.load_sale_record(conn, sale_id)
+                found = await sales.load_sale_record(conn, sale_id)
         except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
             raise EngineUnavailable(f"postgresql call failed: {exc!r}") from exc
         return found[0] if found else None

@@ -6,16 +6,16 @@ from collections.abc import Set as AbstractSet
 from datetime import UTC, date, datetime
 from typing import Any
 
-from engine.errors import InvalidInput
-from engine.keys import ID_PATTERN
-from engine.sale import (
+from flashsale.engine.errors import InvalidInput
+from flashsale.engine.keys import ID_PATTERN
+from flashsale.engine.sale import (
     ItemConfig,
     RateLimitConfig,
     SaleRecord,
     SupplierStockConfig,
     WaitingRoomConfig,
 )
-from gateway.problems import invalid
+from flashsale.gateway.problems import invalid
 
 MAX_INT = 10**12
 

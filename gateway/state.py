@@ -6,9 +6,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from engine import Engine, Settings
-from engine.results import SaleState
-from gateway.metrics import Metrics
+from flashsale.engine import Engine, Settings
+from flashsale.engine.results import SaleState
+from flashsale.gateway.metrics import Metrics
 
 PUBLIC_VIEW_TTL_S = 1.0
 

@@ -15,11 +15,13 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from engine import Settings, services
-from loadtests import loadtest, saga_report, sim
-from loadtests.options import LoadOptions
-from loadtests.sale_api import Doc, GatewayError, SaleApi, flash_sale
-from loadtests.stack import gateway
+from flashsale import services
+from flashsale.engine import Settings
+from flashsale.loadtests import loadtest, saga_report
+from flashsale.loadtests.gateway_process import gateway
+from flashsale.loadtests.options import LoadOptions
+from flashsale.loadtests.sale_api import Doc, GatewayError, SaleApi, flash_sale
+from flashsale.loadtests.simulators import processes as sim
 
 STOCK = {
     "sneaker-red": [("acme", 150), ("globex", 100)],
@@ -62,7 +64,7 @@ class Children:
         log_path = self.log_dir / f"{name}.log"
         with log_path.open("wb") as log:
             popen = subprocess.Popen(
-                [sys.executable, "-m", "engine.cli", *args],
+                [sys.executable, "-m", "flashsale.cli", *args],
                 env={**os.environ, **self.env},
                 stdout=log,
                 stderr=subprocess.STDOUT,

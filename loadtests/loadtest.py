@@ -16,12 +16,12 @@ from pathlib import Path
 import asyncpg  # type: ignore[import-untyped,unused-ignore]  # asyncpg ships no type hints
 from redis.exceptions import RedisError
 
-from engine import Settings
-from engine.errors import FlashsaleError
-from loadtests.options import LoadOptions, from_args
-from loadtests.outcomes import Outcomes
-from loadtests.report import Lag, Report, last_history_row, read_server_side, read_stats
-from loadtests.sale_api import Doc, GatewayError, SaleApi
+from flashsale.engine import Settings
+from flashsale.engine.errors import FlashsaleError
+from flashsale.loadtests.options import LoadOptions, from_args
+from flashsale.loadtests.outcomes import Outcomes
+from flashsale.loadtests.report import Lag, Report, last_history_row, read_server_side, read_stats
+from flashsale.loadtests.sale_api import Doc, GatewayError, SaleApi
 
 LOCUSTFILE = Path(__file__).with_name("locustfile.py")
 STOP_TIMEOUT_S = 15  # Locust lets users finish the journey step they are in when time is up

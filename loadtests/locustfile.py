@@ -31,9 +31,9 @@ from locust.env import Environment
 from locust.runners import MasterRunner, WorkerRunner
 from locust.user.task import LOCUST_STATE_STOPPING
 
-from engine.keys import ID_PATTERN
-from engine.settings import load_settings
-from loadtests.outcomes import Outcomes
+from flashsale.engine.keys import ID_PATTERN
+from flashsale.engine.settings import load_settings
+from flashsale.loadtests.outcomes import Outcomes
 
 OUTCOMES = Outcomes()  # this process's; a worker sends it to the master with its statistics
 

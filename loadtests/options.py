@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from engine.keys import ID_PATTERN
+from flashsale.engine.keys import ID_PATTERN
 
 
 @dataclass(frozen=True, slots=True)

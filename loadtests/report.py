@@ -11,11 +11,11 @@ from typing import Any
 
 import asyncpg  # type: ignore[import-untyped,unused-ignore]  # asyncpg ships no type hints
 
-from engine import Settings
-from loadtests.options import LoadOptions
-from loadtests.outcomes import Outcomes
-from reconciler.audit import Audit, audit, render
-from reconciler.cli import engine_for
+from flashsale.engine import Settings
+from flashsale.loadtests.options import LoadOptions
+from flashsale.loadtests.outcomes import Outcomes
+from flashsale.reconciler.audit import Audit, audit, render
+from flashsale.reconciler.cli import engine_for
 
 Doc = dict[str, Any]
 

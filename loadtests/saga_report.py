@@ -10,8 +10,8 @@ import time
 import asyncpg  # type: ignore[import-untyped,unused-ignore]  # asyncpg ships no type hints
 import httpx
 
-from engine import Settings
-from loadtests import sim
+from flashsale.engine import Settings
+from flashsale.loadtests.simulators import processes as sim
 
 SAGA_ENV = {"FLASHSALE_SAGA": "1", "FLASHSALE_SECONDARY_SUPPLIERS": "initech"}
 

@@ -27,7 +27,7 @@ from typing import Any, Protocol
 import httpx
 import orjson
 
-from engine.errors import FlashsaleError
+from flashsale.engine.errors import FlashsaleError
 
 
 class PartyUnavailable(FlashsaleError):

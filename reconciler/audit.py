@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-from engine import Engine, keys
-from engine.invariants import check_sale
-from engine.results import SaleState
-from reconciler.migrate import Connection
-from reconciler.streams import Lag, SaleStream, consumer_name, count_dead
+from flashsale.engine import Engine, keys
+from flashsale.engine.invariants import check_sale
+from flashsale.engine.results import SaleState
+from flashsale.reconciler.streams import Lag, SaleStream, consumer_name, count_dead
+from flashsale.store.migrate import Connection
 
 Key = tuple[str, str]  # (sku, supplier_id)
 

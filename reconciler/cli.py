@@ -14,20 +14,20 @@ import asyncpg  # type: ignore[import-untyped,unused-ignore]  # asyncpg ships no
 import httpx
 from redis.exceptions import RedisError
 
-from engine import Engine, Settings
-from engine.connection import connect
-from engine.errors import FlashsaleError
-from reconciler import metrics as metrics_http
-from reconciler.adapters import HttpPaymentProvider, HttpSuppliers
-from reconciler.audit import audit, render
-from reconciler.config import ReconcilerConfig
-from reconciler.metrics import Metrics
-from reconciler.migrate import migrate
-from reconciler.outbox import OutboxConfig, OutboxDelivery
-from reconciler.recover import recover
-from reconciler.saga import SagaConfig, SagaRunner, retry_dead
-from reconciler.steps import Parties
-from reconciler.worker import Log, Reconciler, log_stderr
+from flashsale.engine import Engine, Settings
+from flashsale.engine.connection import connect
+from flashsale.engine.errors import FlashsaleError
+from flashsale.reconciler import metrics as metrics_http
+from flashsale.reconciler.adapters import HttpPaymentProvider, HttpSuppliers
+from flashsale.reconciler.audit import audit, render
+from flashsale.reconciler.config import ReconcilerConfig
+from flashsale.reconciler.metrics import Metrics
+from flashsale.reconciler.outbox import OutboxConfig, OutboxDelivery
+from flashsale.reconciler.recover import recover
+from flashsale.reconciler.saga import SagaConfig, SagaRunner, retry_dead
+from flashsale.reconciler.steps import Parties
+from flashsale.reconciler.worker import Log, Reconciler, log_stderr
+from flashsale.store.migrate import migrate
 
 
 @contextlib.asynccontextmanager

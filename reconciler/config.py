@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from engine.settings import Settings
+from flashsale.engine.settings import Settings
 
 GROUP = "reconciler"
 

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 from dataclasses import dataclass, fields
 
-from engine.errors import FlashsaleError
+from flashsale.engine.errors import FlashsaleError
 
 
 @dataclass(slots=True)

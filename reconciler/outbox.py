@@ -22,8 +22,8 @@ import asyncpg  # type: ignore[import-untyped,unused-ignore]  # asyncpg ships no
 import httpx
 import orjson
 
-from reconciler.backoff import jittered_ms
-from reconciler.metrics import Metrics
+from flashsale.reconciler.backoff import jittered_ms
+from flashsale.reconciler.metrics import Metrics
 
 Log = Callable[[str], None]
 

@@ -10,21 +10,21 @@ from dataclasses import dataclass
 
 from redis.exceptions import RedisError
 
-from engine import Engine, keys
-from engine.errors import EngineUnavailable, FlashsaleError
-from engine.results import Code, parse_allocations
-from reconciler.config import ReconcilerConfig
-from reconciler.migrate import Connection
-from reconciler.restore import (
+from flashsale.engine import Engine, keys
+from flashsale.engine.errors import EngineUnavailable, FlashsaleError
+from flashsale.engine.results import Code, parse_allocations
+from flashsale.reconciler.config import ReconcilerConfig
+from flashsale.reconciler.restore import (
     RestoredHold,
     SupplierUnits,
     restore_counters,
     restore_holds,
     restore_stock,
 )
-from reconciler.store import load_sale_record
-from reconciler.streams import SaleStream, consumer_name, dead_letters
-from reconciler.worker import Log, Reconciler
+from flashsale.reconciler.streams import SaleStream, consumer_name, dead_letters
+from flashsale.reconciler.worker import Log, Reconciler
+from flashsale.store.migrate import Connection
+from flashsale.store.sales import load_sale_record
 
 
 class RecoverError(FlashsaleError):

@@ -10,9 +10,9 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
-from engine import Engine, keys
-from engine.errors import EngineUnavailable
-from engine.results import Code
+from flashsale.engine import Engine, keys
+from flashsale.engine.errors import EngineUnavailable
+from flashsale.engine.results import Code
 
 CHUNK = 500  # holds per pipeline
 
@@ -20,7 +20,7 @@ CHUNK = 500  # holds per pipeline
 @cache
 def source() -> str:
     """Like engine.scripts.source: the shared helpers, then the script's own file."""
-    folder = resources.files("lua")
+    folder = resources.files("flashsale.lua")
     shared = folder.joinpath("_shared.lua").read_text(encoding="utf-8")
     return shared + "\n" + folder.joinpath("restore_stock.lua").read_text(encoding="utf-8")
 

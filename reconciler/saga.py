@@ -24,11 +24,11 @@ from dataclasses import dataclass
 import asyncpg  # type: ignore[import-untyped,unused-ignore]  # asyncpg ships no type hints
 from redis.exceptions import RedisError
 
-from engine.errors import EngineUnavailable
-from reconciler.adapters import PartyUnavailable
-from reconciler.backoff import jittered_ms
-from reconciler.metrics import Metrics
-from reconciler.steps import FINAL, STEPS, Backorder, Decision, Line, Order, Parties
+from flashsale.engine.errors import EngineUnavailable
+from flashsale.reconciler.adapters import PartyUnavailable
+from flashsale.reconciler.backoff import jittered_ms
+from flashsale.reconciler.metrics import Metrics
+from flashsale.reconciler.steps import FINAL, STEPS, Backorder, Decision, Line, Order, Parties
 
 Log = Callable[[str], None]
 

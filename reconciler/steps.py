@@ -22,8 +22,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from engine import Code, Engine
-from reconciler.adapters import PartyUnavailable, PaymentProvider, Suppliers
+from flashsale.engine import Code, Engine
+from flashsale.reconciler.adapters import PartyUnavailable, PaymentProvider, Suppliers
 
 FINAL = frozenset({"FULFILLED", "PAYMENT_FAILED", "CANCELLED", "REFUNDED"})
 

@@ -10,10 +10,10 @@ from typing import Any, cast
 
 from redis.exceptions import ResponseError
 
-from engine import keys
-from engine.connection import RedisClient
-from reconciler.config import GROUP
-from reconciler.events import Entry
+from flashsale.engine import keys
+from flashsale.engine.connection import RedisClient
+from flashsale.engine.events import Entry
+from flashsale.reconciler.config import GROUP
 
 
 def dead_letters(sale_id: str) -> str:

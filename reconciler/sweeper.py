@@ -6,9 +6,9 @@ import asyncio
 import contextlib
 from collections.abc import Callable, Sequence
 
-from engine import Engine
-from engine.errors import EngineUnavailable
-from reconciler.metrics import Metrics
+from flashsale.engine import Engine
+from flashsale.engine.errors import EngineUnavailable
+from flashsale.reconciler.metrics import Metrics
 
 
 async def sweep_sale(engine: Engine, sale_id: str, batch: int) -> int:

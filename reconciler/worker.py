@@ -13,17 +13,17 @@ from typing import Any
 import asyncpg  # type: ignore[import-untyped,unused-ignore]  # asyncpg ships no type hints
 from redis.exceptions import RedisError
 
-from engine import Engine
-from engine.errors import EngineUnavailable
-from reconciler import ownership
-from reconciler.backoff import Backoff, next_batch_size
-from reconciler.config import ReconcilerConfig
-from reconciler.events import Entry, Event, decode
-from reconciler.flush import FlushResult, flush, is_data_error
-from reconciler.metrics import Metrics
-from reconciler.migrate import Connection, migrate
-from reconciler.streams import SaleStream, consumer_name
-from reconciler.sweeper import sweep_forever
+from flashsale.engine import Engine
+from flashsale.engine.errors import EngineUnavailable
+from flashsale.engine.events import Entry, Event, decode
+from flashsale.reconciler.backoff import Backoff, next_batch_size
+from flashsale.reconciler.config import ReconcilerConfig
+from flashsale.reconciler.metrics import Metrics
+from flashsale.reconciler.streams import SaleStream, consumer_name
+from flashsale.reconciler.sweeper import sweep_forever
+from flashsale.store import ownership
+from flashsale.store.flush import FlushResult, flush, is_data_error
+from flashsale.store.migrate import Connection, migrate
 
 Log = Callable[[str], None]
 

@@ -11,9 +11,10 @@ import fakeredis
 import pytest
 import redis
 
-from engine import Engine, Settings, load_settings, services
-from engine.connection import RedisClient, connect
-from loadtests.stack import Gateway, gateway
+from flashsale import services
+from flashsale.engine import Engine, Settings, load_settings
+from flashsale.engine.connection import RedisClient, connect
+from flashsale.loadtests.gateway_process import Gateway, gateway
 
 
 @pytest.fixture(scope="session")

@@ -12,8 +12,8 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from engine import load_settings
-from loadtests.stack import Gateway
+from flashsale.engine import load_settings
+from flashsale.loadtests.gateway_process import Gateway
 
 # Plain HTTP on loopback; one context shared by every client, because building httpx's default
 # one (the CA bundle) costs ~30 ms per client.

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from engine import Engine, ItemConfig, SaleConfig, SupplierStockConfig
-from engine.connection import RedisClient, hgetall, smembers, zrange_scores
-from engine.invariants import check_sale
-from engine.results import SkuStock
+from flashsale.engine import Engine, ItemConfig, SaleConfig, SupplierStockConfig
+from flashsale.engine.connection import RedisClient, hgetall, smembers, zrange_scores
+from flashsale.engine.invariants import check_sale
+from flashsale.engine.results import SkuStock
 
 
 def sale_config(

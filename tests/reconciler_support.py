@@ -15,10 +15,10 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from engine import Code, Engine, Settings, keys
-from engine.sale import ItemConfig, SaleRecord, SupplierStockConfig
-from reconciler.migrate import Connection
-from reconciler.store import save_sale, set_status
+from flashsale.engine import Code, Engine, Settings, keys
+from flashsale.engine.sale import ItemConfig, SaleRecord, SupplierStockConfig
+from flashsale.store.migrate import Connection
+from flashsale.store.sales import save_sale, set_status
 
 Stock = dict[str, list[tuple[str, int]]]  # sku -> [(supplier, units)] in priority order
 Key = tuple[str, str]
@@ -131,7 +131,7 @@ class Process:
         self.log_path = log_dir() / f"{args[0]}-{time.monotonic_ns()}.log"
         with self.log_path.open("wb") as log:
             self.popen = subprocess.Popen(
-                [sys.executable, "-m", "engine.cli", *args],
+                [sys.executable, "-m", "flashsale.cli", *args],
                 env={**os.environ, **env},
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -183,7 +183,7 @@ def stop_postgres(settings: Settings) -> None:
 
 def cli(env: dict[str, str], *args: str, timeout_s: float = 60) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "engine.cli", *args],
+        [sys.executable, "-m", "flashsale.cli", *args],
         env={**os.environ, **env},
         capture_output=True,
         text=True,
@@ -246,7 +246,7 @@ def assert_audit_ok(env: dict[str, str], *sale_ids: str) -> list[str]:
     """`flashsale audit` of each sale, all at once (the Redis side reads every hold), exit 0."""
     runs = [
         subprocess.Popen(
-            [sys.executable, "-m", "engine.cli", "audit", "--sale", s],
+            [sys.executable, "-m", "flashsale.cli", "audit", "--sale", s],
             env={**os.environ, **env},
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,

@@ -16,14 +16,14 @@ from typing import Any
 import asyncpg  # type: ignore[import-untyped,unused-ignore]  # asyncpg ships no type hints
 import httpx
 
-from engine import Code, Engine, Settings
-from loadtests import sim
-from reconciler.cli import saga_jobs
-from reconciler.config import ReconcilerConfig
-from reconciler.metrics import Metrics
-from reconciler.migrate import migrate
-from reconciler.steps import FINAL
-from reconciler.worker import Reconciler
+from flashsale.engine import Code, Engine, Settings
+from flashsale.loadtests.simulators import processes as sim
+from flashsale.reconciler.cli import saga_jobs
+from flashsale.reconciler.config import ReconcilerConfig
+from flashsale.reconciler.metrics import Metrics
+from flashsale.reconciler.steps import FINAL
+from flashsale.reconciler.worker import Reconciler
+from flashsale.store.migrate import migrate
 
 
 def free_base(count: int = 3) -> int:

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from engine import Code, Engine, InvalidInput
-from engine.sale import ItemConfig, SaleConfig, SupplierStockConfig
+from flashsale.engine import Code, Engine, InvalidInput
+from flashsale.engine.sale import ItemConfig, SaleConfig, SupplierStockConfig
 from tests.helpers import open_sale, sale_config, snapshot
 
 Call = Callable[[Engine, str, str], Awaitable[Any]]

@@ -7,9 +7,9 @@ import asyncio
 
 import pytest
 
-from engine import Code, Engine, EngineUnavailable, keys
-from engine.connection import RedisClient, connect
-from engine.settings import Settings
+from flashsale.engine import Code, Engine, EngineUnavailable, keys
+from flashsale.engine.connection import RedisClient, connect
+from flashsale.engine.settings import Settings
 from tests.helpers import assert_sound, open_sale, sale_config, sku_stock
 
 

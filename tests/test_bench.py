@@ -12,9 +12,10 @@ from typing import Any
 import asyncpg  # type: ignore[import-untyped,unused-ignore]  # asyncpg ships no type hints
 import pytest
 
-from engine import Settings
-from loadtests import bench_pg, bench_suite
-from loadtests.bench_pg import SALE, SKU, RowLockShop, scratch_shop
+from flashsale.engine import Settings
+from flashsale.loadtests.bench import pg as bench_pg
+from flashsale.loadtests.bench import suite as bench_suite
+from flashsale.loadtests.bench.pg import SALE, SKU, RowLockShop, scratch_shop
 
 UNITS, ATTEMPTS, POOL = 50, 200, 20
 

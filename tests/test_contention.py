@@ -8,10 +8,10 @@ from collections import Counter
 
 import pytest
 
-from engine import Code, Engine
-from engine.connection import RedisClient, connect
-from engine.results import ReserveResult, SkuStock
-from engine.settings import Settings
+from flashsale.engine import Code, Engine
+from flashsale.engine.connection import RedisClient, connect
+from flashsale.engine.results import ReserveResult, SkuStock
+from flashsale.engine.settings import Settings
 from tests.helpers import assert_sound, open_sale, sale_config
 
 CUSTOMERS = 1000

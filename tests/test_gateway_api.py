@@ -13,14 +13,14 @@ import asyncpg
 import httpx
 import pytest
 
-from engine import Engine, Settings, load_settings
-from engine.connection import RedisClient
-from engine.invariants import check_sale
-from gateway.admin import STATUS_OF_ACTION
-from gateway.app import routes
-from gateway.openapi import document
-from loadtests.stack import Gateway
-from reconciler import store
+from flashsale.engine import Engine, Settings, load_settings
+from flashsale.engine.connection import RedisClient
+from flashsale.engine.invariants import check_sale
+from flashsale.gateway.admin import STATUS_OF_ACTION
+from flashsale.gateway.app import routes
+from flashsale.gateway.openapi import document
+from flashsale.loadtests.gateway_process import Gateway
+from flashsale.store import sales
 from tests.gateway_helpers import (
     ADMIN,
     PAYMENT,
@@ -263,7 +263,7 @@ async def _committed_sale(http: httpx.AsyncClient) -> tuple[str, str]:
 async def _pg_record(service_urls: dict[str, str], sale: str) -> Any:
     conn = await asyncpg.connect(service_urls["FLASHSALE_DATABASE_URL"])
     try:
-        return await store.load_sale_record(conn, sale)
+        return await sales.load_sale_record(conn, sale)
     finally:
         await conn.close()
 

@@ -10,9 +10,9 @@ from typing import Any
 import httpx
 import pytest
 
-from engine import load_settings
-from engine.connection import RedisClient
-from loadtests.stack import Gateway
+from flashsale.engine import load_settings
+from flashsale.engine.connection import RedisClient
+from flashsale.loadtests.gateway_process import Gateway
 from tests.gateway_helpers import (
     ADMIN,
     assert_problem,

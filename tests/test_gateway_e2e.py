@@ -10,10 +10,10 @@ from typing import Any
 import httpx
 import pytest
 
-from engine import Engine, Settings
-from engine.connection import RedisClient
-from engine.invariants import check_sale
-from loadtests.stack import Gateway
+from flashsale.engine import Engine, Settings
+from flashsale.engine.connection import RedisClient
+from flashsale.engine.invariants import check_sale
+from flashsale.loadtests.gateway_process import Gateway
 from tests.gateway_helpers import (
     PAYMENT,
     admin_view,

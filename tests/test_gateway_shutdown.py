@@ -8,10 +8,10 @@ import signal
 
 import httpx
 
-from engine import Engine
-from engine.connection import RedisClient
-from engine.settings import Settings
-from loadtests.stack import gateway
+from flashsale.engine import Engine
+from flashsale.engine.connection import RedisClient
+from flashsale.engine.settings import Settings
+from flashsale.loadtests.gateway_process import gateway
 from tests.helpers import assert_sound, sku_stock
 
 SALE_BODY = {

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from engine import Code, Engine
+from flashsale.engine import Code, Engine
 from tests.helpers import assert_sound, open_sale, sale_config, sku_stock, snapshot
 
 

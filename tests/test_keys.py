@@ -8,9 +8,9 @@ from typing import Any
 from redis.commands.core import AsyncScript
 from redis.crc import key_slot
 
-from engine import Engine, keys
-from engine.connection import RedisClient
-from engine.settings import Settings
+from flashsale.engine import Engine, keys
+from flashsale.engine.connection import RedisClient
+from flashsale.engine.settings import Settings
 from tests.helpers import open_sale, sale_config, snapshot
 
 

@@ -13,12 +13,12 @@ from pathlib import Path
 import asyncpg  # type: ignore[import-untyped,unused-ignore]  # asyncpg ships no type hints
 import pytest
 
-from engine import Engine, Settings
-from engine.connection import RedisClient
-from loadtests.outcomes import Outcomes
-from loadtests.report import read_stats
-from loadtests.sale_api import Doc, SaleApi, flash_sale
-from loadtests.stack import free_port, gateway
+from flashsale.engine import Engine, Settings
+from flashsale.engine.connection import RedisClient
+from flashsale.loadtests.gateway_process import free_port, gateway
+from flashsale.loadtests.outcomes import Outcomes
+from flashsale.loadtests.report import read_stats
+from flashsale.loadtests.sale_api import Doc, SaleApi, flash_sale
 from tests.reconciler_support import Process, assert_audit_ok, cli
 
 # 120 units for a crowd that wants several times that: the sale sells out within seconds, holds

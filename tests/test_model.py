@@ -32,9 +32,9 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from engine import Engine, InvalidInput, Settings, keys
-from engine.connection import RedisClient, connect
-from engine.results import (
+from flashsale.engine import Engine, InvalidInput, Settings, keys
+from flashsale.engine.connection import RedisClient, connect
+from flashsale.engine.results import (
     AdjustResult,
     Allocation,
     Code,

@@ -14,16 +14,17 @@ import asyncpg  # type: ignore[import-untyped,unused-ignore]  # asyncpg ships no
 import httpx
 import pytest
 
-from engine import Code, Engine, keys, services
-from engine.connection import RedisClient
-from engine.settings import Settings
-from loadtests.stack import free_port
-from reconciler.config import GROUP
-from reconciler.events import decode
-from reconciler.flush import flush
-from reconciler.migrate import Connection, migrate_url
-from reconciler.ownership import owners
-from reconciler.streams import SaleStream, dead_letters
+from flashsale import services
+from flashsale.engine import Code, Engine, keys
+from flashsale.engine.connection import RedisClient
+from flashsale.engine.events import decode
+from flashsale.engine.settings import Settings
+from flashsale.loadtests.gateway_process import free_port
+from flashsale.reconciler.config import GROUP
+from flashsale.reconciler.streams import SaleStream, dead_letters
+from flashsale.store.flush import flush
+from flashsale.store.migrate import Connection, migrate_url
+from flashsale.store.ownership import owners
 from tests.reconciler_support import (
     Key,
     Process,

@@ -8,10 +8,10 @@ from typing import Any
 import asyncpg  # type: ignore[import-untyped,unused-ignore]  # asyncpg ships no type hints
 import pytest
 
-from reconciler.events import AdjustEvent, Event, parse
-from reconciler.flush import FlushRefused, flush
-from reconciler.migrate import Connection, migrate_url
-from reconciler.store import save_sale
+from flashsale.engine.events import AdjustEvent, Event, parse
+from flashsale.store.flush import FlushRefused, flush
+from flashsale.store.migrate import Connection, migrate_url
+from flashsale.store.sales import save_sale
 from tests.reconciler_support import record
 
 STOCK = {"A": [("p", 10), ("q", 10)], "B": [("q", 5)]}

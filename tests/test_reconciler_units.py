@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from engine.results import Allocation
-from engine.settings import load_settings
-from reconciler.backoff import Backoff, next_batch_size
-from reconciler.config import ReconcilerConfig
-from reconciler.events import AdjustEvent, HoldEvent, PoisonEntry, decode, parse, parse_lines
-from reconciler.flush import level_deltas, movements
-from reconciler.metrics import Metrics
-from reconciler.ownership import fair_share
+from flashsale.engine.events import AdjustEvent, HoldEvent, PoisonEntry, decode, parse, parse_lines
+from flashsale.engine.results import Allocation
+from flashsale.engine.settings import load_settings
+from flashsale.reconciler.backoff import Backoff, next_batch_size
+from flashsale.reconciler.config import ReconcilerConfig
+from flashsale.reconciler.metrics import Metrics
+from flashsale.store.flush import level_deltas, movements
+from flashsale.store.ownership import fair_share
 
 CONFIRMED = {
     "type": "confirmed",

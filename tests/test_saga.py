@@ -18,13 +18,13 @@ import asyncpg  # type: ignore[import-untyped,unused-ignore]  # asyncpg ships no
 import httpx
 import pytest
 
-from engine import Engine, Settings, keys
-from engine.connection import RedisClient
-from engine.invariants import check_sale
-from loadtests import sim
-from loadtests.stack import gateway
-from reconciler.audit import audit
-from reconciler.outbox import sign, verify
+from flashsale.engine import Engine, Settings, keys
+from flashsale.engine.connection import RedisClient
+from flashsale.engine.invariants import check_sale
+from flashsale.loadtests.gateway_process import gateway
+from flashsale.loadtests.simulators import processes as sim
+from flashsale.reconciler.audit import audit
+from flashsale.reconciler.outbox import sign, verify
 from tests.reconciler_support import Process, create_sale, record
 from tests.saga_support import (
     Sims,

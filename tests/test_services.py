@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from engine import services
-from engine.settings import Settings
+from flashsale import services
+from flashsale.engine.settings import Settings
 
 
 def _pids(settings: Settings) -> list[str]:

@@ -10,16 +10,16 @@ from typing import Any
 import asyncpg  # type: ignore[import-untyped,unused-ignore]  # asyncpg ships no type hints
 import pytest
 
-from engine.errors import InvalidInput
-from engine.sale import (
+from flashsale.engine.errors import InvalidInput
+from flashsale.engine.sale import (
     ItemConfig,
     RateLimitConfig,
     SaleRecord,
     SupplierStockConfig,
     WaitingRoomConfig,
 )
-from reconciler.migrate import Connection, migrate, migrate_url, migrations
-from reconciler.store import StoreConflict, load_sale_record, sale_ids, save_sale, set_status
+from flashsale.store.migrate import Connection, migrate, migrate_url, migrations
+from flashsale.store.sales import StoreConflict, load_sale_record, sale_ids, save_sale, set_status
 
 Stock = dict[str, list[tuple[str, int]]]  # sku -> [(supplier, units)] in the order given
 Key = tuple[str, str]

@@ -15,10 +15,10 @@ import pytest
 from redis.commands.core import AsyncScript
 from redis.crc import key_slot
 
-from engine import Code, Engine, InvalidInput, keys
-from engine.rate_limit import Bucket, RateLimiter
-from engine.room_invariants import open_sessions
-from engine.waiting_room import RoomConfig, TickResult, TokenUse, WaitingRoom
+from flashsale.engine import Code, Engine, InvalidInput, keys
+from flashsale.engine.rate_limit import Bucket, RateLimiter
+from flashsale.engine.room_invariants import open_sessions
+from flashsale.engine.waiting_room import RoomConfig, TickResult, TokenUse, WaitingRoom
 from tests.helpers import open_sale
 from tests.waiting_room_helpers import (
     assert_room_sound,

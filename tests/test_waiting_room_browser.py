@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from playwright.async_api import Page, ViewportSize, async_playwright
 
-from loadtests.stack import Gateway, gateway
+from flashsale.loadtests.gateway_process import Gateway, gateway
 from tests.gateway_helpers import admin_view, client, sku_view
 from tests.waiting_room_helpers import (
     close_created,

@@ -14,10 +14,10 @@ import httpx
 import jwt
 import pytest
 
-from engine import Engine, Settings, keys
-from engine.connection import RedisClient, hgetall
-from gateway.tokens import KeyRing, Tickets, Tokens
-from loadtests.stack import Gateway, gateway
+from flashsale.engine import Engine, Settings, keys
+from flashsale.engine.connection import RedisClient, hgetall
+from flashsale.gateway.room.tokens import KeyRing, Tickets, Tokens
+from flashsale.loadtests.gateway_process import Gateway, gateway
 from tests.gateway_helpers import (
     ADMIN,
     admin_view,

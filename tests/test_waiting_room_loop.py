@@ -12,11 +12,11 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from engine import Code, Engine, Settings
-from engine.connection import RedisClient
-from engine.room_invariants import open_sessions
-from engine.waiting_room import RoomState, WaitingRoom
-from loadtests.stack import Gateway, gateway
+from flashsale.engine import Code, Engine, Settings
+from flashsale.engine.connection import RedisClient
+from flashsale.engine.room_invariants import open_sessions
+from flashsale.engine.waiting_room import RoomState, WaitingRoom
+from flashsale.loadtests.gateway_process import Gateway, gateway
 from tests.gateway_helpers import checkout_body, client
 from tests.waiting_room_helpers import (
     assert_room_sound,

@@ -12,16 +12,16 @@ from typing import Any
 import jwt
 import pytest
 
-from engine import keys
-from engine.sale import RateLimitConfig
-from engine.settings import Settings
-from engine.shuffle import commitment, new_seed, places_of, prequeue_order
-from gateway.cache import Cached
-from gateway.clients import Limits, TrustedProxies, buckets, client_address
-from gateway.eta import RateWindow, eta_s
-from gateway.problems import Problem
-from gateway.queue_service import _check
-from gateway.tokens import KeyRing, Tickets, Tokens, parse_previous
+from flashsale.engine import keys
+from flashsale.engine.sale import RateLimitConfig
+from flashsale.engine.settings import Settings
+from flashsale.engine.shuffle import commitment, new_seed, places_of, prequeue_order
+from flashsale.gateway.cache import Cached
+from flashsale.gateway.problems import Problem
+from flashsale.gateway.rate_limits import Limits, TrustedProxies, buckets, client_address
+from flashsale.gateway.room.eta import RateWindow, eta_s
+from flashsale.gateway.room.tokens import KeyRing, Tickets, Tokens, parse_previous
+from flashsale.gateway.room.worker import _check
 from tests.waiting_room_helpers import independent_order
 
 RING = KeyRing("k2", {"k1": "old-secret", "k2": "new-secret"})

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any, cast
 
-from engine import Code, Engine, keys
+from flashsale.engine import Code, Engine, keys
 from tests.helpers import assert_sound, open_sale, sale_config, sku_stock
 
 

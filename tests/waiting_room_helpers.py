@@ -10,9 +10,9 @@ from typing import Any
 
 import httpx
 
-from engine import Engine, SaleConfig
-from engine.connection import RedisClient
-from engine.room_invariants import room_violations
+from flashsale.engine import Engine, SaleConfig
+from flashsale.engine.connection import RedisClient
+from flashsale.engine.room_invariants import room_violations
 from tests.gateway_helpers import ADMIN, create_sale, new_sale_id, sale_body
 from tests.helpers import assert_sound, sale_config, snapshot
 

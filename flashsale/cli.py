@@ -1,0 +1,160 @@
+"""The `flashsale` command: the product's subcommands, and those that plug in from other parts.
+
+`serve`, `reconcile`, `migrate`, `audit`, `recover`, `saga` and `services` need only the runtime
+dependencies. The load-test side (`loadtest`, `demo`, `bench`, `sim`) plugs in through the
+entry-point group `flashsale.commands`: each entry point names a function that adds its
+subparser. A plugin that cannot be imported is skipped with a warning, so a broken or missing
+load-test install never stops `serve`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Callable, Coroutine
+from importlib.metadata import entry_points
+from typing import Any
+
+from flashsale.engine.settings import load_settings
+
+PLUGIN_GROUP = "flashsale.commands"
+
+Subparsers = Any  # argparse's _SubParsersAction, which typeshed keeps private
+
+
+def run_async(main: Coroutine[Any, Any, int]) -> int:
+    """Runs on uvloop, the loop the gateway serves on, so measurements match production."""
+    import uvloop
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(main)
+
+
+def _services(args: argparse.Namespace) -> int:
+    from flashsale import services
+
+    return services.main([args.action])
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    uvicorn.run(
+        "flashsale.gateway.app:app_from_env",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        loop="uvloop",
+        http="httptools",
+        # The gateway decides itself which proxies may set X-Forwarded-For (settings); uvicorn's
+        # own handling would trust any loopback peer and let a spoofed header dodge rate limits.
+        proxy_headers=False,
+        access_log=False,
+        log_level="warning",
+        timeout_graceful_shutdown=10,
+        backlog=4096,
+    )
+    return 0
+
+
+def _migrate(args: argparse.Namespace) -> int:
+    from flashsale.store.migrate import migrate_url
+
+    applied = asyncio.run(migrate_url(load_settings().local_database_url))
+    print(f"applied migrations {applied}" if applied else "schema is up to date")
+    return 0
+
+
+def _reconcile(args: argparse.Namespace) -> int:
+    from flashsale.reconciler import cli
+
+    return run_async(cli.reconcile(load_settings(), args))
+
+
+def _audit(args: argparse.Namespace) -> int:
+    from flashsale.reconciler import cli
+
+    return run_async(cli.audit_main(load_settings(), args))
+
+
+def _recover(args: argparse.Namespace) -> int:
+    from flashsale.reconciler import cli
+
+    return run_async(cli.recover_main(load_settings(), args))
+
+
+def _saga(args: argparse.Namespace) -> int:
+    from flashsale.reconciler import cli
+
+    return run_async(cli.saga_retry_main(load_settings(), args))
+
+
+def _add_service_commands(sub: Subparsers) -> None:
+    services = sub.add_parser("services", help="start or stop the local Redis, cluster, PostgreSQL")
+    services.add_argument("action", choices=["up", "down", "status", "env"])
+    services.set_defaults(func=_services)
+    serve = sub.add_parser("serve", help="run the HTTP gateway (uvicorn, uvloop, httptools)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--workers", type=int, default=1)
+    serve.set_defaults(func=_serve)
+    migrate = sub.add_parser("migrate", help="apply the PostgreSQL migrations")
+    migrate.set_defaults(func=_migrate)
+
+
+def _add_reconciler_commands(sub: Subparsers) -> None:
+    reconcile = sub.add_parser("reconcile", help="flush sale events to PostgreSQL, sweep holds")
+    reconcile.add_argument("--once", action="store_true", help="drain what is there, then exit")
+    reconcile.add_argument("--sale", action="append", help="only this sale (repeatable)")
+    reconcile.add_argument("--min-batch", type=int, help="smallest stream read (entries)")
+    reconcile.add_argument("--max-batch", type=int, help="largest stream read (entries)")
+    reconcile.add_argument("--sweep-ms", type=int, help="sweeper period in ms")
+    reconcile.add_argument("--progress-s", type=float, help="progress line period; 0 = off")
+    reconcile.add_argument("--metrics-port", type=int, help="Prometheus text on this port")
+    reconcile.set_defaults(func=_reconcile)
+    audit = sub.add_parser("audit", help="check a sale's invariants, Redis against PostgreSQL")
+    audit.add_argument("--sale", required=True)
+    audit.add_argument("--strict", action="store_true", help="unflushed events are a violation")
+    audit.set_defaults(func=_audit)
+    recover = sub.add_parser("recover", help="rebuild a sale's Redis state from PostgreSQL")
+    recover.add_argument("--sale", required=True)
+    recover.add_argument("--force", action="store_true", help="even if Redis still has it")
+    recover.set_defaults(func=_recover)
+    saga = sub.add_parser("saga", help="order saga operations")
+    saga.add_argument("action", choices=["retry"], help="retry: run a dead-lettered step again")
+    saga.add_argument("--order", action="append", required=True, help="order id (repeatable)")
+    saga.set_defaults(func=_saga)
+
+
+def _add_plugins(sub: Subparsers) -> None:
+    for entry in sorted(entry_points(group=PLUGIN_GROUP), key=lambda e: e.name):
+        try:
+            add: Callable[[Subparsers], None] = entry.load()
+        except Exception as exc:  # a broken plugin must not take the product's commands down
+            print(f"flashsale: command {entry.name!r} unavailable: {exc}", file=sys.stderr)
+            continue
+        add(sub)
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="flashsale", description=__doc__.splitlines()[0])
+    sub = top.add_subparsers(dest="command", required=True)
+    _add_service_commands(sub)
+    _add_reconciler_commands(sub)
+    _add_plugins(sub)
+    return top
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    func: Callable[[argparse.Namespace], int] = args.func
+    try:
+        return func(args)
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

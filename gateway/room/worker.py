@@ -1,0 +1,263 @@
+"""What one gateway worker runs for its waiting rooms, and the answers of the queue routes."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import math
+import time
+from typing import Any
+
+from starlette.types import Scope
+
+from flashsale.engine.api import Engine
+from flashsale.engine.errors import EngineUnavailable
+from flashsale.engine.rate_limit import RateLimiter
+from flashsale.engine.sale import RateLimitConfig
+from flashsale.engine.settings import Settings
+from flashsale.engine.waiting_room import RoomState, WaitingRoom
+from flashsale.gateway.problems import Problem, engine_call
+from flashsale.gateway.rate_limits import Limits, TrustedProxies, buckets, client_address
+from flashsale.gateway.room.admission import AdmissionLoops
+from flashsale.gateway.room.tokens import KeyRing, Tickets, Tokens
+from flashsale.gateway.room.views import RoomViews
+from flashsale.gateway.sale_records import SaleRecords
+from flashsale.gateway.schemas import iso
+
+Doc = dict[str, Any]
+
+
+def no_ticket(ticket: str) -> Problem:
+    return Problem(404, "NOT_FOUND", f"no ticket {ticket} in this sale's waiting room")
+
+
+def _check(settings: Settings) -> None:
+    """Settings that would make the room misbehave fail the start-up, not a request."""
+    positive = ("queue_tick_ms", "queue_lease_ms", "queue_cache_ms", "queue_beat_flush_ms")
+    for name in (*positive, "queue_poll_ms", "token_max_attempts"):
+        if getattr(settings, name) < 1:
+            raise ValueError(f"FLASHSALE_{name.upper()} must be at least 1")
+    if settings.queue_ghost_after_ms <= settings.queue_poll_ms + settings.queue_beat_flush_ms:
+        raise ValueError(
+            "FLASHSALE_QUEUE_GHOST_AFTER_MS must exceed the poll interval plus the heartbeat "
+            "flush interval, or waiters who poll on time would be skipped"
+        )
+    for name in ("rate_per_client_per_s", "rate_burst", "rate_per_sale_per_s"):
+        if getattr(settings, name) < 0:
+            raise ValueError(f"FLASHSALE_{name.upper()} must not be negative")
+
+
+class QueueService:
+    """Tokens, tickets, room views, rate limits and the admission loops of one worker."""
+
+    def __init__(self, settings: Settings, engine: Engine, pool: Any) -> None:
+        _check(settings)
+        self.settings = settings
+        ring = KeyRing.from_settings(settings)
+        self.tokens = Tokens(ring)
+        self.tickets = Tickets(ring)
+        self.room = WaitingRoom(engine)
+        self.limiter = RateLimiter(engine)
+        self.records = SaleRecords(pool)
+        self.views = RoomViews(self.room, self.tokens, settings)
+        self.loops = AdmissionLoops(self.room, self.records, settings)
+        self.proxies = TrustedProxies.parse(settings.trusted_proxies)
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def start(self) -> None:
+        self._tasks.append(asyncio.create_task(self._flush_beats()))
+        if self.settings.queue_loop:
+            self._tasks.append(asyncio.create_task(self.loops.run()))
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.views.flush_beats()
+
+    async def _flush_beats(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.queue_beat_flush_ms / 1000)
+            await self.views.flush_beats()
+
+    # --- rate limits ---------------------------------------------------------------------------
+
+    async def limit(self, scope: Scope, sale_id: str, customer_id: str) -> None:
+        """Takes a token from the customer's, the address's and the sale's buckets, or raises
+        429. Without PostgreSQL the settings' defaults apply: limits fail open, not checkout."""
+        try:
+            record = await self.records.get(sale_id)
+        except EngineUnavailable:
+            record = None
+        limits = Limits.of(record.rate_limit if record else RateLimitConfig(), self.settings)
+        if not limits.on:
+            return
+        address = client_address(scope, self.proxies)
+        wanted = buckets(sale_id, customer_id, address, limits)
+        decision = await engine_call(self.limiter.rate_limit(wanted))
+        if not decision.allowed:
+            retry_s = max(1, math.ceil(decision.retry_after_ms / 1000))
+            raise Problem(
+                429,
+                "RATE_LIMITED",
+                f"slow down: retry in {retry_s} s",
+                {"Retry-After": str(retry_s)},
+            )
+
+    # --- status --------------------------------------------------------------------------------
+
+    async def room_state(self, sale_id: str, min_seq: int = 0) -> RoomState:
+        state = self.views.state_now(sale_id, min_seq)
+        if state is not None and state.has_room:
+            return state
+        state = await engine_call(self.views.state(sale_id, min_seq))
+        if state is None:
+            raise Problem(404, "NOT_FOUND", f"no sale {sale_id}")
+        if not state.has_room:
+            raise Problem(404, "NOT_FOUND", f"sale {sale_id} has no waiting room")
+        return state
+
+    def ticket_number(self, sale_id: str, ticket: str) -> int:
+        number = self.tickets.parse(sale_id, ticket)
+        if number is None:
+            raise no_ticket(ticket)
+        return number
+
+    def status_now(self, sale_id: str, number: int, ticket: str) -> Doc | None:
+        """The answer for a ticket still in line, from the cached state alone, without a
+        coroutine: the hot case. None when status_doc must run (no usable cached state, the
+        ticket's turn has come, the sale is over or sold out, the pre-queue)."""
+        state = self.views.state_now(sale_id, number)
+        if state is None or not state.has_room:
+            return None
+        place = state.place_of(number)
+        if place is None or place <= state.serving or state.ended or state.free_units <= 0:
+            return None
+        self.views.beat(sale_id, place)
+        return self._in_line(state, number, place, ticket)
+
+    async def status_doc(
+        self, sale_id: str, number: int, ticket: str, *, joined: bool = False
+    ) -> Doc:
+        """Any ticket's answer. `joined`: the caller has just issued it, so a cached state from
+        before the join is still good enough (it only lacks this ticket)."""
+        # A signed ticket beyond the cached state was issued since the last refresh (on another
+        # worker, perhaps): reload once rather than deny it.
+        state = await self.room_state(sale_id, 0 if joined else number)
+        if number > state.seq:
+            if not joined:
+                raise no_ticket(ticket)  # signed for an earlier room of the same name
+            state = dataclasses.replace(state, seq=number)
+        place = state.place_of(number)
+        if place is not None and place <= state.serving:
+            return self._head(state, ticket) | await self._passed(state, number, place, ticket)
+        if state.ended:
+            return self._head(state, ticket) | {"status": "expired", "reason": "the sale is over"}
+        if place is not None:
+            self.views.beat(sale_id, place)
+        if state.free_units <= 0:
+            units = max(state.units_left, 0)
+            return self._head(state, ticket) | {"status": "sold_out", "units_left": units}
+        if place is None:
+            return self._prequeue(state, ticket)
+        return self._in_line(state, number, place, ticket)
+
+    def _head(self, state: RoomState, ticket: str) -> Doc:
+        slow = 5 if state.free_units <= 0 else 1  # sold out: units come back rarely
+        return {
+            "ticket": ticket,
+            "sale_id": state.sale_id,
+            "poll_after_ms": self.settings.queue_poll_ms * slow,
+            "seed_sha256": state.seed_sha256 or None,
+        }
+
+    async def _passed(self, state: RoomState, number: int, place: int, ticket: str) -> Doc:
+        record = await engine_call(self.views.ticket(state.sale_id, number, place))
+        if record is None:
+            raise no_ticket(ticket)
+        admission = record.admission
+        if admission is None:
+            ghost_s = self.settings.queue_ghost_after_ms // 1000
+            return {"status": "expired", "reason": f"skipped: no poll for {ghost_s} s in line"}
+        self.views.admitted(state.sale_id, number, admission.admitted_at_ms)
+        if admission.session_end_ms <= time.time() * 1000:
+            return {"status": "expired", "reason": "the admission has lapsed"}
+        return {
+            "status": "admitted",
+            "token": self.views.token(state.sale_id, number, place, record),
+            "token_expires_at": iso(admission.session_end_ms),
+            "checkout_url": f"/v1/sales/{state.sale_id}/holds",
+            "max_attempts": self.settings.token_max_attempts,
+        }
+
+    def _prequeue(self, state: RoomState, ticket: str) -> Doc:
+        """Before the draw a ticket may land anywhere in the pre-queue: half of it for p50."""
+        p50_pace, p90_pace = self.views.pace(state)
+        opens_in_s = max(0, state.starts_at_ms - state.now_ms) / 1000
+        return self._head(state, ticket) | {
+            "status": "waiting",
+            "units_left": state.units_left,
+            "paused": state.status == "paused",
+            "prequeue": True,
+            "position": None,
+            "ahead": None,
+            "queue_size": state.seq,
+            "opens_at": iso(state.starts_at_ms),
+            "eta_p50_s": round(opens_in_s + 0.5 * state.seq / p50_pace),
+            "eta_p90_s": round(opens_in_s + 0.9 * state.seq / p90_pace),
+        }
+
+    def _in_line(self, state: RoomState, number: int, place: int, ticket: str) -> Doc:
+        """One dict, built at once: this is most of what the hot path does."""
+        p50_pace, p90_pace = self.views.pace(state)
+        position = place - state.serving
+        p50_s = position / p50_pace
+        self.views.predicted(state.sale_id, number, state.now_ms + int(p50_s * 1000))
+        return {
+            "ticket": ticket,
+            "sale_id": state.sale_id,
+            "poll_after_ms": self.settings.queue_poll_ms,
+            "seed_sha256": state.seed_sha256 or None,
+            "status": "waiting",
+            "units_left": state.units_left,
+            "paused": state.status == "paused",
+            "prequeue": False,
+            "position": position,
+            "ahead": position - 1,
+            "queue_size": state.waiting,
+            "eta_p50_s": round(p50_s),
+            "eta_p90_s": round(position / p90_pace),
+        }
+
+    # --- metrics -------------------------------------------------------------------------------
+
+    async def metric_gauges(self, limit: int = 200) -> list[tuple[str, dict[str, str], float]]:
+        """Per room: waiting, admitted, active, abandoned (ghosts skipped), units left, the
+        measured admit rate, and the mean error of this worker's first wait estimates. Rooms this
+        worker serves or leads come first when there are more than `limit`."""
+        ranked = [*sorted(self.views.states.keys()), *sorted(self.loops.leading), *self.loops.sales]
+        sale_ids = list(dict.fromkeys(ranked))[:limit]
+        gauges: list[tuple[str, dict[str, str], float]] = []
+        for sale_id in sale_ids:
+            try:
+                state = await self.views.state(sale_id)
+            except EngineUnavailable:
+                continue
+            if state is None or not state.has_room:
+                continue
+            labels = {"sale": sale_id}
+            window = self.views.windows.get(sale_id)
+            errors = self.views.eta_errors.get(sale_id)
+            figures = {
+                "flashsale_queue_waiting": state.waiting,
+                "flashsale_queue_admitted_total": state.admitted,
+                "flashsale_queue_active": state.active,
+                "flashsale_queue_abandoned_total": state.skipped,
+                "flashsale_queue_units_left": state.units_left,
+                "flashsale_queue_admit_rate_per_s": window.admit_rate() if window else 0.0,
+                "flashsale_queue_eta_error_seconds_mean": errors.mean_s if errors else 0.0,
+                "flashsale_queue_eta_error_samples": errors.count if errors else 0,
+                "flashsale_queue_leader": int(sale_id in self.loops.leading),
+            }
+            gauges += [(name, labels, value) for name, value in figures.items()]
+        return gauges

@@ -1,0 +1,190 @@
+"""`flashsale bench [target|all]`: runs the benchmarks and prints one table, every row with its
+ratio against the baseline of its own benchmark, measured in the same run on the same machine."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime
+import os
+import platform
+import sys
+import traceback
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+import asyncpg  # type: ignore[import-untyped,unused-ignore]  # asyncpg ships no type hints
+
+from flashsale import services
+from flashsale.engine import Settings
+from flashsale.engine.connection import connect
+from flashsale.loadtests.bench.engine import Row
+
+PG_SHARE = 10  # the row-lock sides run requests / PG_SHARE calls: ~10x slower, similar duration
+
+
+@dataclass(frozen=True, slots=True)
+class Section:
+    """One benchmark's rows; `rows[0]` is its baseline. No rows and an `error`: it failed."""
+
+    benchmark: str
+    rows: list[Row] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    error: str = ""
+
+
+Measured = tuple[list[Row], list[str]]  # rows (the baseline first), notes on how they were run
+
+
+async def _engine(settings: Settings, args: argparse.Namespace) -> Measured:
+    from flashsale.loadtests.bench.engine import bench_engine
+
+    rows = await bench_engine(settings, args.requests, args.concurrency)
+    note = f"{args.requests} reservations per side (one EVALSHA per call: {args.requests // 4})"
+    return rows, [f"engine: {note}, {args.concurrency} callers"]
+
+
+async def _pg(settings: Settings, args: argparse.Namespace) -> Measured:
+    from flashsale.loadtests.bench.pg import bench_pg
+
+    pg_requests = max(args.requests // PG_SHARE, 1)
+    rows = await bench_pg(settings, args.requests, pg_requests, args.concurrency)
+    note = (
+        f"pg: {args.concurrency} callers; engine {args.requests} reservations, each postgres "
+        f"side {pg_requests}, pool of {min(args.concurrency, settings.pg_pool_size)} connections"
+    )
+    return rows, [note]
+
+
+def _wrk_note(name: str, args: argparse.Namespace) -> str:
+    return (
+        f"{name}: wrk, {args.seconds} s per side, {args.connections} connections, "
+        f"{args.workers} uvicorn workers"
+    )
+
+
+async def _gateway(settings: Settings, args: argparse.Namespace) -> Measured:
+    from flashsale.loadtests.bench.gateway import bench_gateway
+
+    rows = await asyncio.to_thread(
+        bench_gateway, settings, args.seconds, args.connections, args.workers
+    )
+    return rows, [_wrk_note("gateway", args)]
+
+
+async def _queue(settings: Settings, args: argparse.Namespace) -> Measured:
+    from flashsale.loadtests.bench.queue import bench_queue
+
+    rows = await asyncio.to_thread(
+        bench_queue, settings, args.seconds, args.connections, args.workers
+    )
+    return rows, [_wrk_note("queue", args)]
+
+
+async def _reconcile(settings: Settings, args: argparse.Namespace) -> Measured:
+    from flashsale.loadtests.bench.reconcile import bench_reconcile
+
+    flushed = await bench_reconcile(settings, args.events)
+    rows = [Row(f"{path} [events/s]", rate) for path, rate in flushed.rates()]
+    return rows, [f"reconcile: {flushed.note()}"]
+
+
+# target -> (benchmark name in the table, what measures it)
+_BENCHES: dict[str, tuple[str, Callable[[Settings, argparse.Namespace], Awaitable[Measured]]]] = {
+    "engine": ("engine vs redis-benchmark", _engine),
+    "pg": ("Redis path vs postgres row lock", _pg),
+    "gateway": ("checkout vs /healthz", _gateway),
+    "queue": ("queue status vs /healthz", _queue),
+    "reconcile": ("reconcile batch vs per-row", _reconcile),
+}
+TARGETS = tuple(_BENCHES)
+
+
+async def measure(settings: Settings, target: str, args: argparse.Namespace) -> Section:
+    """A failed benchmark gives a Section with its error and no figures, never a partial row."""
+    name, bench = _BENCHES[target]
+    print(f"bench {target}: {name}", flush=True)
+    try:
+        rows, notes = await bench(settings, args)
+    except Exception as exc:
+        traceback.print_exc(file=sys.stderr)
+        first = (str(exc).strip().splitlines() or [""])[0]
+        return Section(name, error=f"{type(exc).__name__}: {first}"[:120])
+    return Section(name, rows, notes)
+
+
+def _cell(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+def table(sections: list[Section]) -> list[str]:
+    """Markdown, so it can go into the README as it is."""
+    lines = ["| benchmark | path | req/s | p50 ms | p99 ms | ratio |", "|---|---|---|---|---|---|"]
+    for s in sections:
+        if s.error:
+            lines.append(f"| {s.benchmark} | FAILED, no figures: {s.error} | - | - | - | - |")
+            continue
+        base = s.rows[0].requests_per_s
+        for i, r in enumerate(s.rows):
+            ratio = f"{r.requests_per_s / base:.2f}" + (" (baseline)" if i == 0 else "")
+            lines.append(
+                f"| {s.benchmark} | {r.name} | {r.requests_per_s:.0f} | {_cell(r.p50_ms)} "
+                f"| {_cell(r.p99_ms)} | {ratio} |"
+            )
+    return lines
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as info:
+            for line in info:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+async def _versions(settings: Settings) -> str:
+    urls = services.up(settings, log=lambda _line: None)
+    client = connect(urls["FLASHSALE_REDIS_URL"])
+    try:
+        redis_version = (await client.info("server"))["redis_version"]
+        fsync = (await client.config_get("appendfsync")).get("appendfsync", "?")
+    finally:
+        await client.aclose()
+    conn = await asyncpg.connect(urls["FLASHSALE_DATABASE_URL"])
+    try:
+        pg_version = await conn.fetchval("SHOW server_version")
+        sync = await conn.fetchval("SHOW synchronous_commit")
+    finally:
+        await conn.close()
+    return (
+        f"Redis {redis_version} (appendfsync {fsync}), "
+        f"PostgreSQL {pg_version.split()[0]} (synchronous_commit {sync})"
+    )
+
+
+def machine_line(versions: str, load_start: float) -> str:
+    cores = len(os.sched_getaffinity(0))
+    date = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    return (
+        f"machine: {_cpu_model()}, {cores} cores, Python {platform.python_version()}, "
+        f"{versions}, {date}, load average (1 min) {load_start:.2f} at start, "
+        f"{os.getloadavg()[0]:.2f} at end"
+    )
+
+
+async def run(settings: Settings, args: argparse.Namespace) -> int:
+    """0 when every benchmark reported figures, 1 when one refused (its row says why)."""
+    targets = TARGETS if args.target == "all" else (args.target,)
+    load_start = os.getloadavg()[0]
+    versions = await _versions(settings)
+    sections = [await measure(settings, target, args) for target in targets]
+    print()
+    print(machine_line(versions, load_start))
+    print("\n".join(table(sections)))
+    for s in sections:
+        for note in s.notes:
+            print(f"  {note}")
+    return 1 if any(s.error for s in sections) else 0
