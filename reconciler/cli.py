@@ -24,10 +24,11 @@ from flashsale.reconciler.config import ReconcilerConfig
 from flashsale.reconciler.metrics import Metrics
 from flashsale.reconciler.outbox import OutboxConfig, OutboxDelivery
 from flashsale.reconciler.recover import recover
-from flashsale.reconciler.saga import SagaConfig, SagaRunner, retry_dead
-from flashsale.reconciler.steps import Parties
+from flashsale.reconciler.saga import Parties
+from flashsale.reconciler.saga.runner import SagaConfig, SagaRunner
 from flashsale.reconciler.worker import Log, Reconciler, log_stderr
 from flashsale.store.migrate import migrate
+from flashsale.store.saga import claims
 
 
 @contextlib.asynccontextmanager
@@ -83,14 +84,7 @@ async def saga_jobs(
                 tuple(s for s in settings.secondary_suppliers.split(",") if s),
                 settings.backorder_wait_days,
             )
-            config = SagaConfig(
-                max_attempts=settings.saga_max_attempts,
-                backoff_base_ms=settings.saga_backoff_base_ms,
-                backoff_cap_ms=settings.saga_backoff_cap_ms,
-                concurrency=settings.saga_concurrency,
-                lease_ms=settings.saga_lease_ms,
-            )
-            runner = SagaRunner(pool, parties, config, metrics, log)
+            runner = SagaRunner(pool, parties, SagaConfig.from_settings(settings), metrics, log)
             outbox = OutboxConfig(settings.local_webhook_urls, settings.webhook_secret)
             yield runner, OutboxDelivery(pool, hooks, outbox, metrics, log)
     finally:
@@ -129,7 +123,7 @@ async def saga_retry_main(settings: Settings, args: argparse.Namespace) -> int:
     """`flashsale saga retry --order O`: a dead-lettered step is due again, tries counted anew."""
     conn = await _pg(settings)
     try:
-        done = [order for order in args.order if await retry_dead(conn, order)]
+        done = [order for order in args.order if await claims.retry_dead(conn, order)]
     finally:
         await conn.close()
     for order in args.order:

@@ -21,9 +21,9 @@ from flashsale.loadtests.simulators import processes as sim
 from flashsale.reconciler.cli import saga_jobs
 from flashsale.reconciler.config import ReconcilerConfig
 from flashsale.reconciler.metrics import Metrics
-from flashsale.reconciler.steps import FINAL
 from flashsale.reconciler.worker import Reconciler
 from flashsale.store.migrate import migrate
+from flashsale.store.saga.model import FINAL
 
 
 def free_base(count: int = 3) -> int:

@@ -1,0 +1,97 @@
+"""backorder.apply: carries out the retailer's decisions, recorded by
+POST /v1/admin/backorders/{id}/decision (wait, ship from a secondary supplier, or cancel)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from flashsale.reconciler.adapters import PartyUnavailable
+from flashsale.reconciler.saga.allocate import ship_from
+from flashsale.reconciler.saga.compensation import (
+    cancel_allocations,
+    give_back,
+    unshippable,
+    void,
+)
+from flashsale.reconciler.saga.parties import Parties, both
+from flashsale.store.saga.model import Backorder, Decision, Notice, Order
+
+
+async def _secondary(p: Parties, o: Order, b: Backorder) -> tuple[str, dict[str, Any] | None]:
+    """Ships the line from the supplier the retailer named; (note, the refusal if it refused)."""
+    assert b.decision is not None
+    line = next(x for x in o.lines if x.ref == b.ref)
+    supplier_id, cost = b.decision["supplier_id"], int(b.decision["cost_minor"])
+    answer = await p.suppliers.allocate(
+        supplier_id, o.key(b.id, supplier_id), b.sku, b.qty, p.lock_s
+    )
+    if answer.ok:
+        ship_from(line, supplier_id, cost, answer.ref)
+        b.status = "secondary"
+        change = (line.margin_minor or 0) - line.planned_margin_minor
+        return f"{b.sku} ships from {supplier_id} (margin {change:+d})", None
+    b.status, b.decision, line.status = "open", None, "backordered"
+    refusal = {"backorder_id": b.id, "sku": b.sku, "supplier_id": supplier_id, "code": answer.code}
+    return f"{b.sku}: {supplier_id} refused ({answer.code}), decide again", refusal
+
+
+async def apply_backorders(p: Parties, o: Order) -> Decision:
+    decided = [b for b in o.backorders if b.status == "decided" and b.decision]
+    if any(b.decision and b.decision["decision"] == "cancel" for b in decided):
+        return await _cancel_order(p, o)
+    notes: list[str] = []
+    refused: list[dict[str, Any]] = []
+    for b in decided:
+        assert b.decision is not None
+        if b.decision["decision"] == "wait":
+            line = next(x for x in o.lines if x.ref == b.ref)
+            b.status, line.status = "waiting", "waiting"
+            b.promised_date = dt.date.fromisoformat(b.decision["promised_date"])
+            notes.append(f"{b.sku} waits until {b.promised_date.isoformat()}")
+            continue
+        note, refusal = await _secondary(p, o, b)
+        notes.append(note)
+        if refusal is not None:
+            refused.append(refusal)
+    open_left = any(b.status == "open" for b in o.backorders)
+    return Decision(
+        "applied",
+        None,
+        "retailer decided: " + "; ".join(notes),
+        None if open_left else "payment.capture",
+        lines=o.lines,
+        backorders=decided,
+        notices=[Notice("retailer", "backorder.decision_failed", {"refused": refused})]
+        if refused
+        else [],
+    )
+
+
+async def _cancel_order(p: Parties, o: Order) -> Decision:
+    cut = unshippable(o)
+    cancelled = await cancel_allocations(p, o)
+    if o.captured_minor > o.refunded_minor:
+        assert o.authorization_id is not None
+        amount = o.captured_minor - o.refunded_minor
+        answer = await p.payment.refund(o.key("refund"), o.authorization_id, amount)
+        if not answer.ok:
+            raise PartyUnavailable(f"refund {o.order_id}: {answer.code} {answer.detail}")
+        status, money = "REFUNDED", {"refunded_minor": o.captured_minor}
+        paid = ("payment.refund", f"refunded {amount}")
+    else:
+        status, money = "CANCELLED", {}
+        paid = ("payment.void", await void(p, o))
+    returned = await give_back(p, o, "backorder cancelled by the retailer", cut)
+    for b in o.backorders:
+        b.status = "cancelled"
+    return Decision(
+        "cancelled",
+        status,
+        "retailer cancelled the backorder",
+        order=money,
+        lines=cancelled,
+        backorders=o.backorders,
+        history=[paid, ("supplier.cancel", f"{len(cancelled)} lines"), ("stock.release", returned)],
+        notices=both("order.cancelled", refunded_minor=money.get("refunded_minor", 0)),
+    )

@@ -1,0 +1,69 @@
+"""Undoing what earlier steps did: units back on sale, the payment voided, the suppliers'
+allocations cancelled. Each is idempotent (the engine's compensate answers a replay with OK; the
+parties answer a repeated key with their first answer)."""
+
+from __future__ import annotations
+
+from flashsale.engine import Code
+from flashsale.reconciler.adapters import PartyUnavailable
+from flashsale.reconciler.saga.parties import Parties
+from flashsale.store.saga.model import Line, Order
+
+Writeoff = tuple[tuple[str, str, int], ...]  # (sku, supplier, qty) that leave the stock
+
+
+async def give_back(p: Parties, o: Order, reason: str, writeoff: Writeoff) -> str:
+    """The compensation in Redis: the order's units back on sale (but `writeoff`); the flush
+    then books the ledger rows, reason included."""
+    result = await p.engine.compensate(o.sale_id, o.order_id, reason[:512], writeoff)
+    if result.code is Code.OK and result.replay:
+        return "units already given back"
+    if result.code is Code.OK:
+        cut = sum(q for _, _, q in writeoff)
+        return f"units back on sale, {cut} written off" if cut else "units back on sale"
+    if result.code is Code.UNKNOWN_HOLD:
+        # Past hold retention Redis has forgotten the hold; the units stay sold there.
+        return "hold gone from Redis: units not returned"
+    raise PartyUnavailable(f"compensate {o.order_id}: {result.code} {result.status}")
+
+
+def unshippable(o: Order) -> Writeoff:
+    """Units of lines no supplier could ship: written off, never back on sale."""
+    return tuple(
+        (line.sku, line.hold_supplier, line.qty)
+        for line in o.lines
+        if line.status in ("backordered", "waiting")
+    )
+
+
+async def cancel_allocations(p: Parties, o: Order) -> list[Line]:
+    done = []
+    for line in o.lines:
+        if line.status == "allocated" and line.supplier_id and line.allocation_ref:
+            key = o.key("cancel", line.sku, line.hold_supplier)
+            answer = await p.suppliers.cancel(line.supplier_id, key, line.allocation_ref)
+            if not answer.ok and answer.code != "NOT_FOUND":  # a refusal (shipped?) needs a look
+                raise PartyUnavailable(
+                    f"cancel {line.allocation_ref} at {line.supplier_id}: {answer.code}"
+                )
+        line.status = "cancelled"
+        done.append(line)
+    return done
+
+
+async def void(
+    p: Parties, o: Order, authorization_id: str | None = None, *, refusal_ok: bool = False
+) -> str:
+    """Voids the authorisation; a refusal raises (the step is retried, then dead-lettered)
+    unless `refusal_ok`, when it is only recorded."""
+    auth = authorization_id or o.authorization_id
+    if not auth:
+        return "no authorisation"
+    answer = await p.payment.void(o.key("void"), auth)
+    if answer.ok:
+        return "voided"
+    if answer.code == "ALREADY_VOIDED":
+        return "already voided"
+    if refusal_ok:
+        return f"not voided: {answer.code} {answer.detail}".strip()
+    raise PartyUnavailable(f"void {o.order_id}: {answer.code} {answer.detail}")

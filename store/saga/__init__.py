@@ -1,0 +1,1 @@
+"""The order saga's state in PostgreSQL: the order model, the cursor's claims, outcomes written."""
