@@ -8,12 +8,11 @@ from collections.abc import Sequence
 from typing import Any
 
 from redis.commands.core import AsyncScript
-from redis.exceptions import RedisError
 
 from flashsale.engine import keys
 from flashsale.engine.batcher import ScriptBatcher
 from flashsale.engine.connection import RedisClient, hgetall, smembers
-from flashsale.engine.errors import EngineUnavailable, InvalidInput
+from flashsale.engine.errors import EngineUnavailable, InvalidInput, redis_errors
 from flashsale.engine.results import (
     AdjustResult,
     Code,
@@ -66,10 +65,8 @@ class Engine:
     async def _run(self, script: AsyncScript, keys_: Sequence[str], args: Sequence[Any]) -> Any:
         if self.batcher is not None:
             return await self.batcher.call(script, keys_, args)
-        try:
+        with redis_errors():
             return await script(keys=keys_, args=args)
-        except RedisError as exc:
-            raise EngineUnavailable(f"redis call failed: {exc}") from exc
 
     async def load_sale(self, config: SaleConfig) -> LoadResult:
         config.validate()
@@ -88,17 +85,13 @@ class Engine:
         return LoadResult(code, version=int(reply[1]))
 
     async def _index_sale(self, sale_id: str) -> None:
-        try:
+        with redis_errors():
             await self.client.sadd(keys.sales_index(), sale_id)
-        except RedisError as exc:
-            raise EngineUnavailable(f"redis call failed: {exc}") from exc
 
     async def sale_ids(self) -> list[str]:
         """Every sale loaded into this Redis (sweeper and reconciler walk it)."""
-        try:
+        with redis_errors():
             members = await smembers(self.client, keys.sales_index())
-        except RedisError as exc:
-            raise EngineUnavailable(f"redis call failed: {exc}") from exc
         return sorted(members)
 
     async def forget_sale(self, sale_id: str) -> int:
@@ -106,7 +99,7 @@ class Engine:
         many. All keys share the sale's slot, so one DEL per batch works on a cluster too."""
         check_id("sale_id", sale_id)
         deleted = 0
-        try:
+        with redis_errors():
             batch: list[str] = []
             async for key in self.client.scan_iter(match=keys.prefix(sale_id) + "*", count=1000):
                 batch.append(key)
@@ -116,8 +109,6 @@ class Engine:
             if batch:
                 deleted += await self.client.delete(*batch)
             await self.client.srem(keys.sales_index(), sale_id)
-        except RedisError as exc:
-            raise EngineUnavailable(f"redis call failed: {exc}") from exc
         return deleted
 
     async def set_status(self, sale_id: str, status: str) -> tuple[Code, str]:
@@ -300,10 +291,8 @@ class Engine:
     async def get_hold(self, sale_id: str, hold_id: str) -> HoldView | None:
         check_id("sale_id", sale_id)
         check_id("hold_id", hold_id)
-        try:
+        with redis_errors():
             h = await hgetall(self.client, keys.hold(sale_id, hold_id))
-        except RedisError as exc:
-            raise EngineUnavailable(f"redis call failed: {exc}") from exc
         if not h:
             return None
         return HoldView(
@@ -324,8 +313,8 @@ def _fingerprint(customer_id: str, cart: list[tuple[str, int]]) -> str:
 
 
 def _reserve_result(reply: list[Any]) -> ReserveResult:
-    code = Code(reply[0]) if reply[0] != "INVALID" else None
-    if code is None:
+    code = Code(reply[0])
+    if code is Code.INVALID:  # the script's own check of a line; the Python checks come first
         raise InvalidInput("items", str(reply[1]))
     if code is Code.OK:
         return ReserveResult(

@@ -1,4 +1,4 @@
-"""Checks DESIGN.md invariants 1, 2 and 4 of one sale against what Redis holds right now."""
+"""Checks invariants 1, 2 and 4 (docs/design.md) of one sale against what Redis holds now."""
 
 from __future__ import annotations
 

@@ -31,6 +31,7 @@ class Code(StrEnum):
     NO_WAITING_ROOM = "NO_WAITING_ROOM"
     NOT_LEADER = "NOT_LEADER"
     RATE_LIMITED = "RATE_LIMITED"
+    INVALID = "INVALID"  # a script refused its arguments (never reaches a client as such)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,4 +1,4 @@
-"""Checks DESIGN.md invariant 5 (admission in queue order) on what Redis holds for one room."""
+"""Checks invariant 5 of docs/design.md (admission in queue order) on one room in Redis."""
 
 from __future__ import annotations
 

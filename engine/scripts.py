@@ -25,6 +25,7 @@ SCRIPT_NAMES = (
     "queue_beat",
     "queue_ticket",
     "rate_limit",
+    "restore_stock",
 )
 
 
@@ -58,6 +59,7 @@ class Scripts:
     queue_beat: AsyncScript
     queue_ticket: AsyncScript
     rate_limit: AsyncScript
+    restore_stock: AsyncScript
 
     @classmethod
     def register(cls, client: Any) -> Scripts:

@@ -57,7 +57,7 @@ class Settings:
     rate_burst: int = 20
     rate_per_sale_per_s: int = 0
     trusted_proxies: str = ""  # comma-separated IPs/CIDRs whose X-Forwarded-For is believed
-    # Order saga (reconciler/saga.py): off unless FLASHSALE_SAGA=1. The outside parties' URLs
+    # Order saga (reconciler/saga/): off unless FLASHSALE_SAGA=1. The outside parties' URLs
     # default to the simulators of `flashsale sim up` on sim_base_port .. sim_base_port + 2.
     saga: bool = False
     payment_url: str = ""  # base URL of the payment provider's API

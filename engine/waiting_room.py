@@ -6,10 +6,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from redis.exceptions import RedisError
-
 from flashsale.engine import keys
-from flashsale.engine.errors import EngineUnavailable
+from flashsale.engine.errors import redis_errors
 from flashsale.engine.results import Code
 from flashsale.engine.shuffle import new_seed, prequeue_places
 from flashsale.engine.validation import check_id, check_int
@@ -243,11 +241,9 @@ class WaitingRoom:
         """Deletes every key of the sale's room; returns how many (tests, benchmarks)."""
         check_id("sale_id", sale_id)
         client = self.engine.client
-        try:
+        with redis_errors():
             found = [k async for k in client.scan_iter(match=keys.room_prefix(sale_id) + "*")]
             return int(await client.delete(*found)) if found else 0
-        except RedisError as exc:
-            raise EngineUnavailable(f"redis call failed: {exc}") from exc
 
 
 def _admission(raw: str) -> Admission:

@@ -5,12 +5,11 @@ from __future__ import annotations
 import hmac
 from typing import Any
 
-from redis.exceptions import RedisError
 from starlette.requests import Request
 from starlette.responses import Response
 
 from flashsale.engine import keys
-from flashsale.engine.errors import EngineUnavailable
+from flashsale.engine.errors import EngineUnavailable, redis_errors
 from flashsale.engine.results import Code, SaleState
 from flashsale.gateway.http import ADMIN_MAX_BYTES
 from flashsale.gateway.problems import Problem, from_code, unavailable
@@ -134,12 +133,10 @@ async def reconciler_lag(state: GatewayState, sale_id: str) -> dict[str, Any]:
     first runs)."""
     client = state.engine.client
     stream = keys.events(sale_id)
-    try:
+    with redis_errors():
         length = int(await client.xlen(stream))
         # XINFO GROUPS errors on a missing stream, so only ask once it exists.
         groups: list[dict[str, Any]] = await client.xinfo_groups(stream) if length else []
-    except RedisError as exc:
-        raise EngineUnavailable(f"redis call failed: {exc}") from exc
     lag = min((int(g.get("lag") or 0) for g in groups), default=length)
     pending = sum(int(g.get("pending") or 0) for g in groups)
     return {"stream_length": length, "unread": lag, "pending": pending}

@@ -17,7 +17,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from flashsale.engine import Engine, InvalidInput, Settings, load_settings
 from flashsale.engine.connection import connect
-from flashsale.gateway import admin, checkout, orders, public
+from flashsale.gateway import admin, checkout, ops, orders, sales
 from flashsale.gateway.http import ADMIN_MAX_BYTES, header, send_problem
 from flashsale.gateway.openapi import openapi_body, openapi_json
 from flashsale.gateway.problems import PROBLEM_TYPE, Problem
@@ -119,7 +119,7 @@ def routes() -> list[Route]:
         Route(hold + "/confirm", checkout.confirm_hold, methods=["POST"]),
         Route(hold + "/release", checkout.release_hold, methods=["POST"]),
         Route(hold + "/extend", checkout.extend_hold, methods=["POST"]),
-        Route(sale, public.get_sale, methods=["GET"]),
+        Route(sale, sales.get_sale, methods=["GET"]),
         Route("/v1/admin/sales/{sale}", admin.put_sale, methods=["PUT"]),
         Route("/v1/admin/sales/{sale}", admin.get_sale_live, methods=["GET"]),
         Route("/v1/admin/sales/{sale}/{action}", admin.change_status, methods=["POST"]),
@@ -129,9 +129,9 @@ def routes() -> list[Route]:
         Route(
             "/v1/admin/backorders/{backorder}/decision", orders.decide_backorder, methods=["POST"]
         ),
-        Route("/healthz", public.Healthz(), methods=["GET"]),
-        Route("/readyz", public.readyz, methods=["GET"]),
-        Route("/metrics", public.metrics, methods=["GET"]),
+        Route("/healthz", ops.Healthz(), methods=["GET"]),
+        Route("/readyz", ops.readyz, methods=["GET"]),
+        Route("/metrics", ops.metrics, methods=["GET"]),
         Route("/openapi.json", openapi_json, methods=["GET"]),
     ]
 

@@ -37,7 +37,7 @@ def lines_of(cart_order: list[str], allocations: tuple[Allocation, ...]) -> list
 
 class CreateHold:
     """POST /v1/sales/{sale}/holds written against ASGI directly: Starlette's Request/Response
-    cost ~25% of this route's throughput (DESIGN.md section 7)."""
+    cost ~25% of this route's throughput (docs/design.md, the hot path)."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:

@@ -175,7 +175,7 @@ def parse_path_id(value: str, where: str) -> str:
 
 
 def parse_decision(doc: dict[str, Any]) -> dict[str, Any]:
-    """A retailer's backorder decision (reconciler/steps.py carries it out):
+    """A retailer's backorder decision (the saga's backorder.apply step carries it out):
     {"decision": "wait", "promised_date": "YYYY-MM-DD"} | {"decision": "cancel"}
     | {"decision": "secondary", "supplier_id": id[, "cost_minor": int]}: one of the offered
     secondary suppliers, at its quoted cost unless the retailer agreed another."""

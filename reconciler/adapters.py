@@ -5,7 +5,7 @@ Anything else (a timeout, a refused connection, a 5xx, a reply that is not the p
 `PartyUnavailable`: the step is tried again later with the same idempotency key, so a call that
 did reach the party before its answer was lost is not done twice.
 
-Protocol of the built-in adapters (the simulators in loadtests/simulators.py speak it), every
+Protocol of the built-in adapters (the simulators in loadtests/simulators/ speak it), every
 write carrying an `Idempotency-Key` header, bodies in JSON, money in integer minor units:
   payment  POST {payment_url}/authorizations {order_id, customer_id, amount_minor, payment_ref}
              -> 201 {id, status: authorized | declined, reason}

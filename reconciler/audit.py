@@ -1,4 +1,4 @@
-"""`flashsale audit`: DESIGN.md section 5 invariants 1-4 of one sale, Redis against PostgreSQL."""
+"""`flashsale audit`: invariants 1-4 of docs/design.md of one sale, Redis against PostgreSQL."""
 
 from __future__ import annotations
 
@@ -9,9 +9,16 @@ from flashsale.engine import Engine, keys
 from flashsale.engine.invariants import check_sale
 from flashsale.engine.results import SaleState
 from flashsale.reconciler.streams import Lag, SaleStream, consumer_name, count_dead
-from flashsale.store.migrate import Connection
-
-Key = tuple[str, str]  # (sku, supplier_id)
+from flashsale.store.audit import (
+    Key,
+    Ledger,
+    PgStock,
+    ledger_sums,
+    order_units,
+    orders_undone,
+    stock_levels,
+)
+from flashsale.store.db import Connection
 
 INVARIANTS = {
     1: "stock balances, never oversold",
@@ -19,22 +26,6 @@ INVARIANTS = {
     3: "PostgreSQL matches Redis (flushed)",
     4: "per-user limit",
 }
-
-
-@dataclass(frozen=True, slots=True)
-class PgStock:
-    loaded: int = 0
-    adjusted: int = 0
-    sold: int = 0
-
-
-@dataclass(slots=True)
-class Ledger:
-    """Per (sku, supplier): sums of stock_movements by the sign convention of flush.py."""
-
-    load: int = 0
-    adjust: int = 0
-    sold: int = 0  # confirm + compensate
 
 
 @dataclass(slots=True)
@@ -56,53 +47,6 @@ class Audit:
     @property
     def ok(self) -> bool:
         return not any(self.violations.values())
-
-
-# --- PostgreSQL side -----------------------------------------------------------------------------
-
-_UNDONE = "EXISTS (SELECT 1 FROM stock_movements m WHERE m.kind = 'compensate' AND m.ref = {})"
-
-_ORDER_UNITS = f"""
-SELECT l.sku, l.supplier_id, sum(l.qty) AS qty
-FROM order_lines l JOIN orders o USING (order_id)
-WHERE o.sale_id = $1 AND NOT {_UNDONE.format("o.order_id")}
-GROUP BY 1, 2
-"""
-
-_ORDERS = f"SELECT order_id, {_UNDONE.format('order_id')} AS undone FROM orders WHERE sale_id = $1"
-
-
-async def _pg_stock(conn: Connection, sale_id: str) -> dict[Key, PgStock]:
-    rows = await conn.fetch(
-        "SELECT sku, supplier_id, loaded, adjusted, sold FROM stock_levels WHERE sale_id = $1",
-        sale_id,
-    )
-    return {
-        (r["sku"], r["supplier_id"]): PgStock(r["loaded"], r["adjusted"], r["sold"]) for r in rows
-    }
-
-
-async def _ledger(conn: Connection, sale_id: str) -> dict[Key, Ledger]:
-    rows = await conn.fetch(
-        "SELECT sku, supplier_id, kind, sum(qty) AS qty FROM stock_movements "
-        "WHERE sale_id = $1 GROUP BY 1, 2, 3",
-        sale_id,
-    )
-    out: dict[Key, Ledger] = defaultdict(Ledger)
-    for r in rows:
-        sums = out[(r["sku"], r["supplier_id"])]
-        if r["kind"] == "load":
-            sums.load += r["qty"]
-        elif r["kind"] == "adjust":
-            sums.adjust += r["qty"]
-        elif r["kind"] in ("confirm", "compensate"):
-            sums.sold += r["qty"]
-    return dict(out)
-
-
-async def _order_units(conn: Connection, sale_id: str) -> dict[Key, int]:
-    rows = await conn.fetch(_ORDER_UNITS, sale_id)
-    return {(r["sku"], r["supplier_id"]): int(r["qty"]) for r in rows}
 
 
 # --- the checks ---------------------------------------------------------------------------------
@@ -162,7 +106,7 @@ async def compare_holds(engine: Engine, conn: Connection, sale_id: str) -> list[
     """Invariant 3 on the orders: every confirmed hold Redis still has is one live order, every
     compensated one an undone order. With the units equal (compare_stock) that is one order per
     confirmed hold; holds past their retention are gone from Redis and not checked here."""
-    orders = {str(r["order_id"]): bool(r["undone"]) for r in await conn.fetch(_ORDERS, sale_id)}
+    orders = await orders_undone(conn, sale_id)
     bad = []
     for hold_id, status in sorted((await hold_statuses(engine, sale_id)).items()):
         if status == "confirmed" and orders.get(hold_id) is not False:
@@ -178,9 +122,9 @@ async def audit(engine: Engine, conn: Connection, sale_id: str, *, strict: bool 
     state = await engine.stock(sale_id)
     found = Audit(
         state=state,
-        pg=await _pg_stock(conn, sale_id),
-        ledger=await _ledger(conn, sale_id),
-        order_units=await _order_units(conn, sale_id),
+        pg=await stock_levels(conn, sale_id),
+        ledger=await ledger_sums(conn, sale_id),
+        order_units=await order_units(conn, sale_id),
         lag=before,
         dead=await count_dead(engine.client, sale_id),
         settled=False,

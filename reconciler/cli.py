@@ -1,4 +1,4 @@
-"""The async bodies of `flashsale reconcile`, `audit` and `recover` (engine/cli.py parses)."""
+"""The async bodies of `flashsale reconcile`, `audit` and `recover` (flashsale/cli.py parses)."""
 
 from __future__ import annotations
 

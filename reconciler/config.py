@@ -12,21 +12,22 @@ GROUP = "reconciler"
 
 @dataclass(frozen=True, slots=True)
 class ReconcilerConfig:
-    """Times carry their unit in the name; batch sizes are stream entries."""
+    """Times carry their unit in the name; batch sizes are stream entries. The fields without a
+    default come from Settings (`from_settings`), where their defaults live."""
 
     database_url: str
-    min_batch: int = 50
-    max_batch: int = 1000
+    min_batch: int
+    max_batch: int
+    sweep_interval_ms: int
+    sweep_batch: int
+    backoff_cap_ms: int
+    metrics_port: int  # Prometheus text on 127.0.0.1:<port>/metrics; 0 = off
+    hold_retention_ms: int  # recover: confirmed holds older than this stay gone
     poll_idle_ms: int = 50  # pause after a round over every owned sale read nothing
     refresh_s: float = 1.0  # how often the sale list and the share of sales are re-checked
-    sweep_interval_ms: int = 300
-    sweep_batch: int = 500
     backoff_base_ms: int = 100
-    backoff_cap_ms: int = 5000
     progress_s: float = 10.0  # progress line to stderr; 0 = only the final line
-    metrics_port: int = 0  # Prometheus text on 127.0.0.1:<port>/metrics; 0 = off
     drain_timeout_s: float = 30.0  # recover: wait this long for another owner to drain
-    hold_retention_ms: int = 86_400_000  # recover: confirmed holds older than this stay gone
     only_sales: tuple[str, ...] = ()  # empty = every sale in both Redis and PostgreSQL
 
     @classmethod

@@ -24,6 +24,7 @@ import orjson
 
 from flashsale.reconciler.backoff import jittered_ms
 from flashsale.reconciler.metrics import Metrics
+from flashsale.store import outbox
 
 Log = Callable[[str], None]
 
@@ -49,16 +50,6 @@ def verify(secret: str, timestamp: str, body: bytes, signature: str, max_age_s: 
     if not timestamp.isdigit() or abs(time.time() - int(timestamp)) > max_age_s:
         return False
     return hmac.compare_digest(sign(secret, int(timestamp), body), signature)
-
-
-_CLAIM = """
-UPDATE outbox SET attempts = attempts + 1, next_attempt_at = now() + $2 * interval '1 millisecond'
-WHERE id IN (
-    SELECT id FROM outbox WHERE delivered_at IS NULL AND next_attempt_at <= now()
-    ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED
-)
-RETURNING id, topic, recipient, payload, attempts, created_at
-"""
 
 
 class OutboxDelivery:
@@ -90,7 +81,7 @@ class OutboxDelivery:
     async def round(self) -> int:
         """One batch of due notifications, delivered concurrently; how many were tried."""
         async with self.pool.acquire() as conn:
-            rows = await conn.fetch(_CLAIM, self.config.batch, self.config.lease_ms)
+            rows = await outbox.claim(conn, self.config.batch, self.config.lease_ms)
         if rows:
             await asyncio.gather(*(self._deliver(r) for r in rows))
         return len(rows)
@@ -122,19 +113,10 @@ class OutboxDelivery:
             error = f"{type(exc).__name__}: {exc}"
         async with self.pool.acquire() as conn:
             if not error:
-                await conn.execute(
-                    "UPDATE outbox SET delivered_at = now(), last_error = NULL WHERE id = $1",
-                    row["id"],
-                )
+                await outbox.delivered(conn, row["id"])
                 self.metrics.notices_sent += 1
                 return
             c = self.config
             delay_ms = jittered_ms(c.backoff_base_ms, c.backoff_cap_ms, row["attempts"] - 1)
-            await conn.execute(
-                "UPDATE outbox SET last_error = $2, "
-                "next_attempt_at = now() + $3 * interval '1 millisecond' WHERE id = $1",
-                row["id"],
-                error[:1000],
-                delay_ms,
-            )
+            await outbox.retry_later(conn, row["id"], error, delay_ms)
             self.metrics.notice_failures += 1

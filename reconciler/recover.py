@@ -5,25 +5,17 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
-from collections import defaultdict
 from dataclasses import dataclass
 
-from redis.exceptions import RedisError
-
 from flashsale.engine import Engine, keys
-from flashsale.engine.errors import EngineUnavailable, FlashsaleError
-from flashsale.engine.results import Code, parse_allocations
+from flashsale.engine.errors import FlashsaleError, redis_errors
+from flashsale.engine.results import Code
 from flashsale.reconciler.config import ReconcilerConfig
-from flashsale.reconciler.restore import (
-    RestoredHold,
-    SupplierUnits,
-    restore_counters,
-    restore_holds,
-    restore_stock,
-)
+from flashsale.reconciler.restore import restore_counters, restore_holds, restore_stock
 from flashsale.reconciler.streams import SaleStream, consumer_name, dead_letters
 from flashsale.reconciler.worker import Log, Reconciler
-from flashsale.store.migrate import Connection
+from flashsale.store.db import Connection
+from flashsale.store.recovery import orders_as_holds, stock_units
 from flashsale.store.sales import load_sale_record
 
 
@@ -40,24 +32,6 @@ class Recovered:
     orders: int  # orders whose units count as sold
     holds: int  # confirmed or compensated holds written back
     sold: dict[str, int]  # per sku
-
-
-_LEVELS = """
-SELECT sku, supplier_id, sold, adjusted FROM stock_levels WHERE sale_id = $1
-"""
-
-# One row per order; `undone` = a compensation gave its units back.
-_ORDERS = """
-SELECT o.order_id, o.customer_id, o.payment_ref,
-       (extract(epoch FROM o.confirmed_at) * 1000)::bigint AS confirmed_at_ms,
-       EXISTS (SELECT 1 FROM stock_movements m
-               WHERE m.kind = 'compensate' AND m.ref = o.order_id) AS undone,
-       string_agg(l.sku || ':' || l.supplier_id || ':' || l.qty, ','
-                  ORDER BY l.sku, l.supplier_id) AS lines
-FROM orders o JOIN order_lines l USING (order_id)
-WHERE o.sale_id = $1
-GROUP BY o.order_id
-"""
 
 
 async def drain(engine: Engine, config: ReconcilerConfig, sale_id: str, log: Log) -> int:
@@ -78,7 +52,7 @@ async def _wipe_except_streams(engine: Engine, sale_id: str) -> None:
     """What is left of a half-lost sale cannot be trusted: every key but the event streams
     goes (those are drained and keep their consumer group)."""
     keep = {keys.events(sale_id), dead_letters(sale_id)}
-    try:
+    with redis_errors():
         batch = [
             key
             async for key in engine.client.scan_iter(match=keys.prefix(sale_id) + "*", count=1000)
@@ -87,42 +61,6 @@ async def _wipe_except_streams(engine: Engine, sale_id: str) -> None:
         for start in range(0, len(batch), 500):
             await engine.client.delete(*batch[start : start + 500])
         await engine.client.srem(keys.sales_index(), sale_id)
-    except RedisError as exc:
-        raise EngineUnavailable(f"redis call failed: {exc}") from exc
-
-
-async def _stock(
-    conn: Connection, sale_id: str, skus: list[str]
-) -> list[tuple[str, list[SupplierUnits]]]:
-    by_sku: dict[str, list[SupplierUnits]] = {sku: [] for sku in skus}
-    for r in await conn.fetch(_LEVELS, sale_id):
-        if r["sku"] in by_sku:
-            by_sku[r["sku"]].append(SupplierUnits(r["supplier_id"], r["sold"], r["adjusted"]))
-    return [(sku, by_sku[sku]) for sku in skus]
-
-
-async def _orders(
-    conn: Connection, sale_id: str
-) -> tuple[list[RestoredHold], dict[str, dict[str, int]]]:
-    """Every order as a hold to write back, and per customer the units per sku still bought."""
-    holds: list[RestoredHold] = []
-    owned: defaultdict[str, dict[str, int]] = defaultdict(dict)
-    for r in await conn.fetch(_ORDERS, sale_id):
-        holds.append(
-            RestoredHold(
-                r["order_id"],
-                r["customer_id"],
-                r["lines"],
-                int(r["confirmed_at_ms"] or 0),
-                r["payment_ref"],
-                bool(r["undone"]),
-            )
-        )
-        if not r["undone"]:
-            mine = owned[r["customer_id"]]
-            for a in parse_allocations(r["lines"]):
-                mine[a.sku] = mine.get(a.sku, 0) + a.qty
-    return holds, dict(owned)
 
 
 async def recover(
@@ -144,8 +82,8 @@ async def recover(
     # event any more, so once drained PostgreSQL has every event there will ever be.
     await _wipe_except_streams(engine, sale_id)
     drained = await drain(engine, config, sale_id, log)
-    stock = await _stock(conn, sale_id, [item.sku for item in record.items])
-    holds, owned = await _orders(conn, sale_id)
+    stock = await stock_units(conn, sale_id, [item.sku for item in record.items])
+    holds, owned = await orders_as_holds(conn, sale_id)
     if await restore_stock(engine, sale_id, stock) is not Code.OK:
         raise RecoverError(f"sale {sale_id} was loaded again while it was being rebuilt")
     loaded = await engine.load_sale(record.to_config(version))

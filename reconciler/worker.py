@@ -22,8 +22,9 @@ from flashsale.reconciler.metrics import Metrics
 from flashsale.reconciler.streams import SaleStream, consumer_name
 from flashsale.reconciler.sweeper import sweep_forever
 from flashsale.store import ownership
+from flashsale.store.db import Connection
 from flashsale.store.flush import FlushResult, flush, is_data_error
-from flashsale.store.migrate import Connection, migrate
+from flashsale.store.migrate import migrate
 
 Log = Callable[[str], None]
 

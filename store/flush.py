@@ -21,7 +21,7 @@ from typing import Any
 
 from flashsale.engine.errors import FlashsaleError
 from flashsale.engine.events import AdjustEvent, Event, HoldEvent
-from flashsale.store.migrate import Connection
+from flashsale.store.db import Connection, columns
 
 LEDGER_KIND = {
     "confirmed": "confirm",
@@ -56,11 +56,6 @@ def is_data_error(exc: BaseException) -> bool:
     return isinstance(state, str) and state[:2] in ("22", "23")
 
 
-def _columns(rows: Sequence[tuple[Any, ...]], width: int) -> list[list[Any]]:
-    """Rows to per-column lists, the shape `unnest($1::t[], $2::t[], ...)` takes."""
-    return [[row[i] for row in rows] for i in range(width)]
-
-
 # --- orders --------------------------------------------------------------------------------------
 
 _CATALOG = """
@@ -87,7 +82,7 @@ SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::bigin
 ON CONFLICT (order_id, sku, supplier_id) DO NOTHING
 """
 
-# The saga's view of the same lines: who ships them starts out as nobody (reconciler/saga.py).
+# The saga's view of the same lines: who ships them starts out as nobody (reconciler/saga/).
 _INSERT_ALLOCATIONS = """
 INSERT INTO order_allocations (order_id, sku, hold_supplier, qty, price_minor,
                                planned_margin_minor)
@@ -130,14 +125,14 @@ async def _insert_orders(conn: Connection, sale_id: str, confirmed: list[HoldEve
         )
         for e in confirmed
     ]
-    inserted = await conn.fetch(_INSERT_ORDERS, sale_id, *_columns(orders, 6))
+    inserted = await conn.fetch(_INSERT_ORDERS, sale_id, *columns(orders, 6))
     new = {str(r["order_id"]) for r in inserted}
     if len(new) < len(confirmed):
         await _check_replays(conn, sale_id, [e.hold_id for e in confirmed if e.hold_id not in new])
     new_lines = [row for hold_id in sorted(new) for row in lines[hold_id]]
     if new_lines:
-        await conn.execute(_INSERT_LINES, *_columns(new_lines, 6))
-        await conn.execute(_INSERT_ALLOCATIONS, *_columns(new_lines, 6))
+        await conn.execute(_INSERT_LINES, *columns(new_lines, 6))
+        await conn.execute(_INSERT_ALLOCATIONS, *columns(new_lines, 6))
     return new
 
 
@@ -230,11 +225,11 @@ def level_deltas(inserted: Sequence[Booked]) -> dict[Key, tuple[int, int]]:
 
 async def _book(conn: Connection, sale_id: str, rows: list[Move]) -> list[Booked]:
     """Insert the ledger rows, move the stock levels by the ones that were new; those rows."""
-    found = await conn.fetch(_INSERT_MOVEMENTS, sale_id, *_columns(rows, 7))
+    found = await conn.fetch(_INSERT_MOVEMENTS, sale_id, *columns(rows, 7))
     inserted = [(r["sku"], r["supplier_id"], r["kind"], r["qty"], r["ref"]) for r in found]
     deltas = [(*key, s, a) for key, (s, a) in level_deltas(inserted).items() if s or a]
     if deltas:
-        done = await conn.execute(_UPDATE_LEVELS, sale_id, *_columns(deltas, 4))
+        done = await conn.execute(_UPDATE_LEVELS, sale_id, *columns(deltas, 4))
         if done != f"UPDATE {len(deltas)}":
             raise FlushRefused(f"sale {sale_id}: a stock level of {deltas} is missing")
     return inserted

@@ -1,18 +1,17 @@
-"""Applies the packaged reconciler/migrations/V<n>__<slug>.sql files once each, in order."""
+"""Applies the packaged store/migrations/V<n>__<slug>.sql files once each, in order."""
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
 from importlib.resources import files
-from typing import Any, TypeAlias
 
 import asyncpg
 
 from flashsale.engine.errors import FlashsaleError
-
-# asyncpg has no stubs; the alias at least names what a parameter is.
-Connection: TypeAlias = Any
+from flashsale.store.db import (
+    Connection as Connection,  # TEMP re-export until tests import store.db
+)
 
 # One fixed key for every process of every version: "flashsal" in ASCII, fits a signed bigint.
 LOCK_KEY = 0x666C61736873616C

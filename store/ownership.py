@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 
-from flashsale.store.migrate import Connection
+from flashsale.store.db import Connection
 
 # Two int4 namespaces of the two-key advisory lock form (ASCII "fs" + a tag); the second key
 # is 0 for presence and hashtext(sale_id) for a sale. A hash collision only means two sales

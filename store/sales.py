@@ -18,7 +18,7 @@ from flashsale.engine.sale import (
     WaitingRoomConfig,
 )
 from flashsale.engine.validation import check_id, check_status
-from flashsale.store.migrate import Connection
+from flashsale.store.db import Connection, columns
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MS = timedelta(milliseconds=1)
@@ -63,11 +63,6 @@ def _known_fields(cls: type[Any], raw: str) -> dict[str, Any]:
 
 def _stock(record: SaleRecord) -> dict[Key, int]:
     return {(i.sku, s.supplier_id): s.stock for i in record.items for s in i.suppliers}
-
-
-def _columns(rows: Sequence[tuple[Any, ...]], width: int) -> list[list[Any]]:
-    """Rows to per-column lists, the shape `unnest($1::t[], $2::t[], ...)` takes."""
-    return [[row[i] for row in rows] for i in range(width)]
 
 
 # --- save_sale ---------------------------------------------------------------------------------
@@ -140,7 +135,7 @@ def _conflicts(current: dict[Key, _Level], stock: dict[Key, int]) -> list[str]:
 
 async def _drop_removed(conn: Connection, sale_id: str, removed: Sequence[Key]) -> None:
     """Delete stock rows, then mappings, then skus that the new record no longer has."""
-    skus, suppliers = _columns(removed, 2)
+    skus, suppliers = columns(removed, 2)
     pairs = "unnest($2::text[], $3::text[]) AS r(sku, supplier_id)"
     for table in ("stock_levels", "supplier_skus"):
         await conn.execute(
@@ -188,9 +183,9 @@ async def _write_items(conn: Connection, record: SaleRecord) -> None:
         for n, s in enumerate(i.suppliers)
     ]
     levels = [(sku, supplier, stock) for (sku, supplier), stock in _stock(record).items()]
-    await conn.execute(_UPSERT_SKUS, record.sale_id, *_columns(items, 3))
-    await conn.execute(_UPSERT_SUPPLIER_SKUS, record.sale_id, *_columns(mappings, 5))
-    await conn.execute(_UPSERT_LEVELS, record.sale_id, *_columns(levels, 3))
+    await conn.execute(_UPSERT_SKUS, record.sale_id, *columns(items, 3))
+    await conn.execute(_UPSERT_SUPPLIER_SKUS, record.sale_id, *columns(mappings, 5))
+    await conn.execute(_UPSERT_LEVELS, record.sale_id, *columns(levels, 3))
 
 
 def _movements(current: dict[Key, _Level], stock: dict[Key, int]) -> list[Move]:
@@ -220,7 +215,7 @@ async def _append_ledger(
 ) -> None:
     if rows:
         ref, reason = f"{sale_id}:v{version}", f"sale config v{version}"
-        await conn.execute(_INSERT_MOVEMENTS, sale_id, ref, reason, *_columns(rows, 4))
+        await conn.execute(_INSERT_MOVEMENTS, sale_id, ref, reason, *columns(rows, 4))
 
 
 async def save_sale(conn: Connection, record: SaleRecord) -> int:

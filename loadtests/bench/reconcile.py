@@ -16,7 +16,8 @@ from flashsale.engine.sale import SaleRecord
 from flashsale.reconciler.cli import engine_for
 from flashsale.reconciler.config import ReconcilerConfig
 from flashsale.reconciler.worker import Reconciler
-from flashsale.store.migrate import Connection, migrate
+from flashsale.store.db import Connection
+from flashsale.store.migrate import migrate
 from flashsale.store.sales import save_sale, set_status
 
 BENCH_SALE = "bench-reconcile"

@@ -1,4 +1,4 @@
--- V1: the system of record of DESIGN.md section 3.
+-- V1: the system of record (docs/design.md, the data model).
 -- Money is integer minor units (bigint), unit counts are bigint, times are timestamptz (UTC).
 -- Tables are unqualified so the migration lands in the connection's search_path schema.
 

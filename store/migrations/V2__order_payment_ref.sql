@@ -3,7 +3,7 @@
 -- carried it is deleted after the flush, so PostgreSQL is the only place left to keep it.
 ALTER TABLE orders ADD COLUMN payment_ref text NOT NULL DEFAULT '';
 
--- Ledger sign convention (reconciler/flush.py): qty is added to the stock_levels column its
+-- Ledger sign convention (store/flush.py): qty is added to the stock_levels column its
 -- kind moves: sum(load) = loaded, sum(adjust) = adjusted, sum(confirm) + sum(compensate) = sold
 -- (confirm > 0, compensate < 0). release and expire rows (qty > 0, units back on sale) move
 -- `reserved`, which only Redis keeps. The audit sums the ledger per kind against the levels.

@@ -1,4 +1,4 @@
--- V3: the order saga (reconciler/saga.py). An order's status is the saga's state; the saga's
+-- V3: the order saga (reconciler/saga/). An order's status is the saga's state; the saga's
 -- cursor (next step, when it is due, who holds it) lives on the order row, so one order never
 -- runs two steps at once; saga_steps keeps every step's tries and outcome.
 
