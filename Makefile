@@ -35,9 +35,12 @@ browser:
 down: venv
 	$(BIN)/flashsale services down
 
+# ruff (bare `engine`-style imports refused), mypy --strict, and the layer contracts of
+# import-linter (pyproject.toml [tool.importlinter]).
 lint: venv
 	$(BIN)/ruff check flashsale engine lua gateway reconciler store loadtests tests
 	$(BIN)/mypy
+	$(BIN)/lint-imports --no-cache
 
 test: services browser lint
 	$(BIN)/pytest -q -p no:cacheprovider

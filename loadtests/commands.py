@@ -16,7 +16,11 @@ INSTALL_HINT = "pip install 'flashsale[load]'"
 
 
 def _locust_missing(command: str) -> bool:
-    if importlib.util.find_spec("locust") is not None:
+    try:
+        found = importlib.util.find_spec("locust") is not None
+    except (ImportError, ValueError):  # a broken install counts as none
+        found = False
+    if found:
         return False
     print(f"flashsale {command}: Locust is not installed; {INSTALL_HINT}", file=sys.stderr)
     return True
