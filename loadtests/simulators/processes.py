@@ -45,7 +45,7 @@ def start(
         return None
     here = sim_dir(settings)
     here.mkdir(parents=True, exist_ok=True)
-    module = "flashsale.loadtests.simulators.servers"
+    module = "flashsale.loadtests.simulators"  # its __main__ runs one party
     argv = [sys.executable, "-m", module, party, "--port", str(port)]
     if party == "webhooks":
         argv += ["--secret", settings.webhook_secret, "--state", str(here / "webhooks.jsonl")]

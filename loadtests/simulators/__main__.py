@@ -1,0 +1,46 @@
+"""Runs one simulated party: `python -m flashsale.loadtests.simulators payment|suppliers|webhooks
+--port N`; `flashsale sim up` runs all three (loadtests/simulators/processes.py)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import uvicorn
+from starlette.applications import Starlette
+
+from flashsale.loadtests.simulators.payment import PaymentConfig, PaymentSim
+from flashsale.loadtests.simulators.suppliers import SupplierSim
+from flashsale.loadtests.simulators.webhooks import WebhookSim
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m flashsale.loadtests.simulators")
+    parser.add_argument("party", choices=["payment", "suppliers", "webhooks"])
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--decline-share", type=float, default=0.0)
+    parser.add_argument("--default-stock", type=int, default=1000)
+    parser.add_argument("--secret", default="dev-webhook-secret")
+    parser.add_argument("--state", default="webhooks.jsonl")
+    args = parser.parse_args(argv)
+    uvicorn.run(
+        app_for(args),
+        host="127.0.0.1",
+        port=args.port,
+        log_level="warning",
+        access_log=False,
+        timeout_graceful_shutdown=1,
+    )
+    return 0
+
+
+def app_for(args: argparse.Namespace) -> Starlette:
+    if args.party == "payment":
+        return PaymentSim(PaymentConfig(decline_share=args.decline_share)).app()
+    if args.party == "suppliers":
+        return SupplierSim(args.default_stock).app()
+    return WebhookSim(args.secret, Path(args.state)).app()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
