@@ -24,10 +24,6 @@ def stock(sale_id: str, sku: str) -> str:
     return prefix(sale_id) + "stock:" + sku
 
 
-def suppliers(sale_id: str, sku: str) -> str:
-    return prefix(sale_id) + "suppliers:" + sku
-
-
 def holds(sale_id: str) -> str:
     return prefix(sale_id) + "holds"
 

@@ -11,7 +11,7 @@ from typing import Any
 
 Lines = dict[str, int]  # sku -> units
 
-# The counters, by name (README "Load testing" explains them).
+# The counters, by name (docs/load-testing.md explains them).
 JOURNEY = ("journeys", "joined", "no_waiting_room", "admitted", "sold_out_seen", "ticket_expired")
 LEFT = ("gave_up", "sale_not_open", "cut")
 CHECKOUT = ("holds", "replays", "refused_sold_out", "refused_limit", "rate_limited")

@@ -43,8 +43,8 @@ class Admin(FastHttpUser):
 
 
 def unbalanced(view: dict[str, Any]) -> list[str]:
-    """DESIGN.md invariant 1 on the admin view: available + reserved + sold = loaded + adjusted,
-    nothing negative."""
+    """Invariant 1 (docs/design.md) on the admin view: available + reserved + sold equals
+    loaded + adjusted, nothing negative."""
     bad = []
     for sku in view["skus"]:
         for s in sku["suppliers"]:
