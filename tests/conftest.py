@@ -1,4 +1,5 @@
-"""Shared fixtures: the project's own services, clients for Redis, Redis Cluster and fakeredis."""
+"""Shared fixtures: the project's own services, clients for Redis, Redis Cluster, fakeredis,
+PostgreSQL's test database and the gateway."""
 
 from __future__ import annotations
 
@@ -7,7 +8,9 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from urllib.parse import urlsplit, urlunsplit
 
+import asyncpg  # type: ignore[import-untyped,unused-ignore]  # asyncpg ships no type hints
 import fakeredis
+import httpx
 import pytest
 import redis
 
@@ -15,6 +18,9 @@ from flashsale import services
 from flashsale.engine import Engine, Settings, load_settings
 from flashsale.engine.connection import RedisClient, connect
 from flashsale.loadtests.gateway_process import Gateway, gateway
+from flashsale.store.db import Connection
+from flashsale.store.migrate import migrate_url
+from tests.gateway_helpers import client
 
 
 @pytest.fixture(scope="session")
@@ -50,6 +56,17 @@ def gw(service_urls: dict[str, str]) -> Iterator[Gateway]:
 
 
 @pytest.fixture
+async def http(gw: Gateway) -> AsyncIterator[httpx.AsyncClient]:
+    """A client of the module's gateway (`gw`). Up to 200 connections and 60 s a request, as
+    test_gateway_e2e's copy had: its races (50 identical checkouts, confirms against releases)
+    must reach the gateway at once, not queue behind a small pool. The other copies had 20
+    (api, bad input) or 50 (waiting room) connections and 30 s; none of their tests has more
+    than a few requests in flight, and a bigger pool only lets those go out at once too."""
+    async with client(gw, max_connections=200, timeout_s=60) as c:
+        yield c
+
+
+@pytest.fixture
 def sale_id(request: pytest.FixtureRequest) -> str:
     name = "".join(c if c.isalnum() else "-" for c in request.node.name)[:40]
     return f"{name}-{uuid.uuid4().hex[:8]}"
@@ -67,6 +84,29 @@ async def cluster_client(service_urls: dict[str, str]) -> AsyncIterator[RedisCli
     client = connect(service_urls["FLASHSALE_REDIS_CLUSTER_URL"], cluster=True)
     yield client
     await client.aclose()
+
+
+@pytest.fixture
+def live_engine(redis_client: RedisClient, settings: Settings) -> Engine:
+    """An Engine on the real Redis that the gateway and reconciler processes use (the session's
+    database), to look at or set up what they see. Its test clock moves only this process's
+    scripts: the processes keep real time."""
+    return Engine(redis_client, settings)
+
+
+@pytest.fixture
+def test_url(service_urls: dict[str, str]) -> str:
+    """PostgreSQL's flashsale_test database, next to the one the gateway uses."""
+    return service_urls["FLASHSALE_DATABASE_URL"].rsplit("/", 1)[0] + "/flashsale_test"
+
+
+@pytest.fixture
+async def conn(test_url: str) -> AsyncIterator[Connection]:
+    """A connection to the test database, migrated; tests keep apart by unique sale ids."""
+    await migrate_url(test_url)
+    connection = await asyncpg.connect(test_url)
+    yield connection
+    await connection.close()
 
 
 @pytest.fixture

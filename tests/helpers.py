@@ -1,13 +1,18 @@
-"""Test helpers: sale configs, state snapshots, invariant assertions."""
+"""Test helpers: sale configs, state snapshots, invariant assertions, deadline polling."""
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 from flashsale.engine import Engine, ItemConfig, SaleConfig, SupplierStockConfig
 from flashsale.engine.connection import RedisClient, hgetall, smembers, zrange_scores
 from flashsale.engine.invariants import check_sale
 from flashsale.engine.results import SkuStock
+
+T = TypeVar("T")
 
 
 def sale_config(
@@ -37,7 +42,7 @@ async def open_sale(engine: Engine, config: SaleConfig) -> None:
 
 
 async def assert_sound(engine: Engine, sale_id: str) -> None:
-    """Invariants 1, 2 and 4 of DESIGN.md hold for the sale."""
+    """Invariants 1, 2 and 4 of docs/design.md hold for the sale."""
     violations = await check_sale(engine, sale_id)
     assert violations == [], violations
 
@@ -71,3 +76,26 @@ async def sku_stock(engine: Engine, sale_id: str, sku: str) -> SkuStock:
     state = await engine.stock(sale_id)
     assert state is not None, f"sale {sale_id} not loaded"
     return state.sku(sku)
+
+
+async def eventually(
+    check: Callable[[], Awaitable[T]], *, timeout_s: float = 10, interval_s: float = 0.05
+) -> T:
+    """Calls `check` every `interval_s` until it holds, and returns what it returned. An
+    AssertionError or a falsy value (False, 0, empty) means "not yet"; None means done, so a
+    check may be plain asserts. At the deadline the test fails with the last "not yet". For
+    effects another process or task brings about in its own time: a fixed sleep is too short
+    on a slow machine and wasted on a fast one."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            value = await check()
+            if value is None or value:
+                return value
+            last = f"returned {value!r}"
+        except AssertionError as exc:
+            last = str(exc) or repr(exc)
+        if time.monotonic() >= deadline:
+            name = getattr(check, "__name__", repr(check))
+            raise AssertionError(f"{name} not satisfied after {timeout_s} s: {last}")
+        await asyncio.sleep(interval_s)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from flashsale.engine import Code, Engine, Settings, keys
 from flashsale.engine.sale import ItemConfig, SaleRecord, SupplierStockConfig
-from flashsale.store.migrate import Connection
+from flashsale.store.db import Connection
 from flashsale.store.sales import save_sale, set_status
 
 Stock = dict[str, list[tuple[str, int]]]  # sku -> [(supplier, units)] in priority order
@@ -140,9 +140,10 @@ class Process:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
-    async def wait_for(self, text: str, timeout_s: float = 20) -> None:
+    async def wait_for(self, text: str, timeout_s: float = 20, times: int = 1) -> None:
+        """Until `text` is in the log `times` times (the process must not exit meanwhile)."""
         deadline = time.monotonic() + timeout_s
-        while text not in self.log():
+        while self.log().count(text) < times:
             assert self.popen.poll() is None, f"exited early:\n{self.log()[-3000:]}"
             assert time.monotonic() < deadline, f"no {text!r} in:\n{self.log()[-3000:]}"
             await asyncio.sleep(0.02)

@@ -17,7 +17,6 @@ from tests.gateway_helpers import (
     ADMIN,
     assert_problem,
     checkout_body,
-    client,
     create_sale,
     hold_id_of,
     new_sale_id,
@@ -481,12 +480,6 @@ CASES: dict[str, Case] = {
 # --- running a case ----------------------------------------------------------------------------
 
 
-@pytest.fixture
-async def http(gw: Gateway) -> AsyncIterator[httpx.AsyncClient]:
-    async with client(gw) as c:
-        yield c
-
-
 @dataclass(frozen=True)
 class Target:
     sale: str
@@ -561,8 +554,9 @@ async def test_405_names_the_allowed_methods(http: httpx.AsyncClient, target: Ta
 async def test_body_less_routes_refuse_an_oversized_body(
     gw: Gateway, redis_client: RedisClient, target: Target, path: str
 ) -> None:
-    """DESIGN.md 7: bodies are size-limited. These routes take no body; one declared at 1 GB
-    is not read, yet the request is acted on before the client finished sending it."""
+    """Bodies are size-limited (docs/design.md, the hot path). These routes take no body; one
+    declared at 1 GB is not read, yet the request is acted on before the client finished sending
+    it."""
     path = path.replace("{sale}", target.sale).replace("{hold}", target.hold)
     before = await snapshot(redis_client, target.sale)
     head = (

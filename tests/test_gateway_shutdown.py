@@ -9,10 +9,9 @@ import signal
 import httpx
 
 from flashsale.engine import Engine
-from flashsale.engine.connection import RedisClient
 from flashsale.engine.settings import Settings
 from flashsale.loadtests.gateway_process import gateway
-from tests.helpers import assert_sound, sku_stock
+from tests.helpers import assert_sound, eventually, sku_stock
 
 SALE_BODY = {
     "name": "shutdown drill",
@@ -22,6 +21,9 @@ SALE_BODY = {
     "per_user_limit": 0,
     "items": [{"sku": "A", "price_minor": 100, "suppliers": [{"id": "p", "stock": 100_000}]}],
 }
+# The signal goes once this many checkouts have been answered: the gateway is then serving the
+# burst, with most of the 2,000 still to come, however fast or slow the machine.
+ANSWERED_BEFORE_SIGNAL = 50
 
 
 async def _checkout(client: httpx.AsyncClient, sale_id: str, n: int) -> str | None:
@@ -37,7 +39,7 @@ async def _checkout(client: httpx.AsyncClient, sale_id: str, n: int) -> str | No
 
 
 async def test_sigterm_keeps_every_answered_hold(
-    service_urls: dict[str, str], settings: Settings, redis_client: RedisClient, sale_id: str
+    service_urls: dict[str, str], settings: Settings, live_engine: Engine, sale_id: str
 ) -> None:
     admin = {"Authorization": f"Bearer {settings.admin_key}"}
     with gateway(service_urls, workers=2) as gw:
@@ -48,14 +50,17 @@ async def test_sigterm_keeps_every_answered_hold(
                 await client.put(f"/v1/admin/sales/{sale_id}", json=SALE_BODY, headers=admin)
             ).is_success
             tasks = [asyncio.create_task(_checkout(client, sale_id, n)) for n in range(2000)]
-            await asyncio.sleep(0.3)
+
+            async def burst_under_way() -> bool:
+                return sum(t.done() for t in tasks) >= ANSWERED_BEFORE_SIGNAL
+
+            await eventually(burst_under_way, timeout_s=20, interval_s=0.005)
             gw.process.send_signal(signal.SIGTERM)
             holds = [h for h in await asyncio.gather(*tasks) if h is not None]
         assert gw.process.wait(timeout=20) == 0
-    engine = Engine(redis_client, settings)
     assert 0 < len(holds) < 2000, "the signal should land mid-burst"
     for hold_id in holds:
-        hold = await engine.get_hold(sale_id, hold_id)
+        hold = await live_engine.get_hold(sale_id, hold_id)
         assert hold is not None and hold.status == "held"
-    assert (await sku_stock(engine, sale_id, "A")).reserved == len(holds)
-    await assert_sound(engine, sale_id)
+    assert (await sku_stock(live_engine, sale_id, "A")).reserved == len(holds)
+    await assert_sound(live_engine, sale_id)

@@ -14,7 +14,6 @@ import asyncpg  # type: ignore[import-untyped,unused-ignore]  # asyncpg ships no
 import pytest
 
 from flashsale.engine import Engine, Settings
-from flashsale.engine.connection import RedisClient
 from flashsale.loadtests.gateway_process import free_port, gateway
 from flashsale.loadtests.outcomes import Outcomes
 from flashsale.loadtests.report import read_stats
@@ -36,9 +35,8 @@ BOT_REFUSALS = {"401 TOKEN_INVALID", "403 NOT_ADMITTED", "429 RATE_LIMITED"}
 
 
 @pytest.fixture
-def env(service_urls: dict[str, str]) -> dict[str, str]:
-    test_db = service_urls["FLASHSALE_DATABASE_URL"].rsplit("/", 1)[0] + "/flashsale_test"
-    return {**service_urls, "FLASHSALE_DATABASE_URL": test_db, **GATEWAY_ENV}
+def env(service_urls: dict[str, str], test_url: str) -> dict[str, str]:
+    return {**service_urls, "FLASHSALE_DATABASE_URL": test_url, **GATEWAY_ENV}
 
 
 async def run_flash_sale(
@@ -74,7 +72,7 @@ async def run_flash_sale(
 
 
 async def test_a_locust_flash_sale_sells_each_unit_once_and_turns_every_bot_away(
-    env: dict[str, str], settings: Settings, redis_client: RedisClient, tmp_path: Path
+    env: dict[str, str], settings: Settings, live_engine: Engine, tmp_path: Path
 ) -> None:
     sale = f"lt-{uuid.uuid4().hex[:10]}"
     run, room = await run_flash_sale(env, settings, sale, tmp_path)
@@ -97,7 +95,7 @@ async def test_a_locust_flash_sale_sells_each_unit_once_and_turns_every_bot_away
     assert sum(told.bot_refusals.values()) == c["bot_checkouts"]
 
     # Redis: what clients were told was confirmed is exactly what is sold, within the stock.
-    state = await Engine(redis_client, settings).stock(sale)
+    state = await live_engine.stock(sale)
     assert state is not None and state.open_holds == 0
     assert {k.sku: k.sold for k in state.skus} == {
         sku: told.units_confirmed().get(sku, 0) for sku in STOCK

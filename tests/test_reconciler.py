@@ -7,7 +7,7 @@ import contextlib
 import os
 import random
 import signal
-from collections.abc import AsyncIterator, Collection, Iterator
+from collections.abc import Collection, Iterator
 from typing import Any, cast
 
 import asyncpg  # type: ignore[import-untyped,unused-ignore]  # asyncpg ships no type hints
@@ -16,15 +16,16 @@ import pytest
 
 from flashsale import services
 from flashsale.engine import Code, Engine, keys
-from flashsale.engine.connection import RedisClient
 from flashsale.engine.events import decode
+from flashsale.engine.results import SaleState
 from flashsale.engine.settings import Settings
 from flashsale.loadtests.gateway_process import free_port
 from flashsale.reconciler.config import GROUP
 from flashsale.reconciler.streams import SaleStream, dead_letters
+from flashsale.store.db import Connection
 from flashsale.store.flush import flush
-from flashsale.store.migrate import Connection, migrate_url
 from flashsale.store.ownership import owners
+from tests.helpers import eventually
 from tests.reconciler_support import (
     Key,
     Process,
@@ -40,30 +41,13 @@ from tests.reconciler_support import (
 )
 
 STOCK = {"A": [("p", 4000), ("q", 2000)], "B": [("q", 3000), ("r", 2000)]}
-
-
-@pytest.fixture
-def test_url(service_urls: dict[str, str]) -> str:
-    return service_urls["FLASHSALE_DATABASE_URL"].rsplit("/", 1)[0] + "/flashsale_test"
+ORDERS_OF_SALES = "SELECT count(*) FROM orders WHERE sale_id = ANY($1::text[])"
 
 
 @pytest.fixture
 def env(service_urls: dict[str, str], test_url: str) -> dict[str, str]:
     """What the processes get: the project's services, PostgreSQL's test database."""
     return {**service_urls, "FLASHSALE_DATABASE_URL": test_url}
-
-
-@pytest.fixture
-async def pg(test_url: str) -> AsyncIterator[Connection]:
-    await migrate_url(test_url)
-    conn = await asyncpg.connect(test_url)
-    yield conn
-    await conn.close()
-
-
-@pytest.fixture
-def live(redis_client: RedisClient, settings: Settings) -> Engine:
-    return Engine(redis_client, settings)
 
 
 @pytest.fixture
@@ -109,18 +93,34 @@ class Shoppers:
             rounds = [shop(engine, s, ["A", "B"], 50, concurrency=10, seed=seed) for s in sale_ids]
             for sale_id, got in zip(sale_ids, await asyncio.gather(*rounds), strict=True):
                 self.done[sale_id].confirmed.update(got.confirmed)
-            await asyncio.sleep(0.02)
+            await asyncio.sleep(0.02)  # kept: rounds spaced out, a stream that grows as it drains
+
+    def confirmed(self) -> int:
+        return sum(len(d.confirmed) for d in self.done.values())
+
+    def finished(self) -> bool:
+        """Stopped, or the cap reached."""
+        return self._task.done()
 
     async def stop(self) -> dict[str, Shopped]:
         self._stop.set()
         await self._task
         return self.done
 
+    async def confirm_more(self, timeout_s: float = 20) -> None:
+        """Until at least one more round of confirmations is in (or the shoppers hit the cap)."""
+        before = self.confirmed()
 
-async def new_sales(engine: Engine, pg: Connection, sale_id: str, n: int) -> list[str]:
+        async def another_round() -> bool:
+            return self.confirmed() > before or self.finished()
+
+        await eventually(another_round, timeout_s=timeout_s)
+
+
+async def new_sales(engine: Engine, conn: Connection, sale_id: str, n: int) -> list[str]:
     ids = [f"{sale_id[:50]}-{i}" for i in range(n)]
     for s in ids:
-        await create_sale(engine, pg, record(s, STOCK))
+        await create_sale(engine, conn, record(s, STOCK))
     return ids
 
 
@@ -137,14 +137,14 @@ async def pending(engine: Engine, sale_ids: list[str]) -> int:
 
 
 async def test_10k_confirmations_across_3_sales_flush_exactly(
-    live: Engine, pg: Connection, env: dict[str, str], procs: list[Process], sale_id: str
+    live_engine: Engine, conn: Connection, env: dict[str, str], procs: list[Process], sale_id: str
 ) -> None:
-    sales = await new_sales(live, pg, sale_id, 3)
+    sales = await new_sales(live_engine, conn, sale_id, 3)
     # No --sale: the reconciler finds the sales itself, in Redis and PostgreSQL.
     worker = await reconciler(procs, env)
     shopped = await asyncio.gather(
         *(
-            shop(live, s, ["A", "B"], n, release_every=25, seed=i)
+            shop(live_engine, s, ["A", "B"], n, release_every=25, seed=i)
             for i, (s, n) in enumerate(zip(sales, (3334, 3333, 3333), strict=True))
         )
     )
@@ -154,118 +154,123 @@ async def test_10k_confirmations_across_3_sales_flush_exactly(
     for s, got in zip(sales, shopped, strict=True):
         first = sorted(got.confirmed)[:3]
         for hold_id in first:
-            assert (await live.compensate(s, hold_id, "declined")).code is Code.OK
+            assert (await live_engine.compensate(s, hold_id, "declined")).code is Code.OK
         undone.append(set(first))
-        assert (await live.adjust(s, "B", "r", -7, "feed")).applied == -7
-    await wait_flushed(live, pg, sales, 10_000)
+        assert (await live_engine.adjust(s, "B", "r", -7, "feed")).applied == -7
+    await wait_flushed(live_engine, conn, sales, 10_000)
     assert worker.stop() == 0
     for s, got, gone in zip(sales, shopped, undone, strict=True):
-        await assert_exact(live, pg, s, live_orders(got, gone))
-        assert await live.client.xlen(dead_letters(s)) == 0
+        await assert_exact(live_engine, conn, s, live_orders(got, gone))
+        assert await live_engine.client.xlen(dead_letters(s)) == 0
     for report in assert_audit_ok(env, *sales):
         assert "invariant 3 PostgreSQL matches Redis (flushed)     ok" in report
     assert worker.final_metric("retries") == 0
 
 
 async def test_kill_9_mid_flush_then_restart_loses_and_doubles_nothing(
-    live: Engine, pg: Connection, env: dict[str, str], procs: list[Process], sale_id: str
+    live_engine: Engine, conn: Connection, env: dict[str, str], procs: list[Process], sale_id: str
 ) -> None:
-    sales = await new_sales(live, pg, sale_id, 2)
-    shoppers = Shoppers(live, sales)
+    sales = await new_sales(live_engine, conn, sale_id, 2)
+    shoppers = Shoppers(live_engine, sales)
     rng = random.Random(9)
     kills = caught_in_flight = 0
     while kills < 4 or (caught_in_flight < 2 and kills < 10):
         worker = await reconciler(procs, env, *only(*sales), "--max-batch", "200")
+        # Kept: the kill lands at a random moment on purpose (a seeded one). What it leaves is
+        # read only once the process is gone (kill9 waits for it), and the loop goes on until a
+        # kill has caught a batch in flight.
         await asyncio.sleep(rng.uniform(0.05, 0.5))
         worker.kill9()
         kills += 1
-        caught_in_flight += await pending(live, sales) > 0
+        caught_in_flight += await pending(live_engine, sales) > 0
     done = await shoppers.stop()
     assert caught_in_flight >= 1, "no kill landed between a read and its acknowledgement"
     final = await reconciler(procs, env, *only(*sales))
-    await wait_flushed(live, pg, sales, sum(len(d.confirmed) for d in done.values()))
+    await wait_flushed(live_engine, conn, sales, sum(len(d.confirmed) for d in done.values()))
     assert final.stop() == 0
     for s in sales:
-        await assert_exact(live, pg, s, live_orders(done[s]))
+        await assert_exact(live_engine, conn, s, live_orders(done[s]))
     assert_audit_ok(env, *sales)
 
 
 async def test_a_batch_committed_but_never_acknowledged_replays_harmlessly(
-    live: Engine, pg: Connection, env: dict[str, str], sale_id: str
+    live_engine: Engine, conn: Connection, env: dict[str, str], sale_id: str
 ) -> None:
     """The crash kill -9 rarely hits: after the commit, before the ack. A consumer that died
     there left its entries pending; the next reconciler claims them and applies them again."""
-    await create_sale(live, pg, record(sale_id, STOCK))
-    got = await shop(live, sale_id, ["A", "B"], 300, release_every=5)
+    await create_sale(live_engine, conn, record(sale_id, STOCK))
+    got = await shop(live_engine, sale_id, ["A", "B"], 300, release_every=5)
     undone = sorted(got.confirmed)[:10]
     for hold_id in undone:
-        assert (await live.compensate(sale_id, hold_id, "declined")).code is Code.OK
-    assert (await live.adjust(sale_id, "A", "q", -4, "cut")).applied == -4
-    dead_consumer = SaleStream(live.client, sale_id, "crashed-after-commit")
+        assert (await live_engine.compensate(sale_id, hold_id, "declined")).code is Code.OK
+    assert (await live_engine.adjust(sale_id, "A", "q", -4, "cut")).applied == -4
+    dead_consumer = SaleStream(live_engine.client, sale_id, "crashed-after-commit")
     assert await dead_consumer.ensure_group()
     entries = await dead_consumer.read(10_000)
     assert len(entries) == 300 + got.released + 10 + 1
-    await flush(pg, sale_id, decode(entries).events)  # committed, never acknowledged
-    assert await pending(live, [sale_id]) == len(entries)
+    await flush(conn, sale_id, decode(entries).events)  # committed, never acknowledged
+    assert await pending(live_engine, [sale_id]) == len(entries)
 
     assert cli(env, "reconcile", "--once", *only(sale_id)).returncode == 0
-    assert await pending(live, [sale_id]) == 0
-    assert await live.client.xlen(keys.events(sale_id)) == 0
-    await assert_exact(live, pg, sale_id, live_orders(got, set(undone)))
+    assert await pending(live_engine, [sale_id]) == 0
+    assert await live_engine.client.xlen(keys.events(sale_id)) == 0
+    await assert_exact(live_engine, conn, sale_id, live_orders(got, set(undone)))
     assert_audit_ok(env, sale_id)
 
 
 async def test_entries_a_former_owner_read_late_are_claimed_back(
-    live: Engine, pg: Connection, env: dict[str, str], procs: list[Process], sale_id: str
+    live_engine: Engine, conn: Connection, env: dict[str, str], procs: list[Process], sale_id: str
 ) -> None:
     """A former owner that has not yet noticed it lost the sale may still read a batch after
     the new owner walked the pending list: the owner finds such entries and takes them."""
-    await create_sale(live, pg, record(sale_id, STOCK))
-    first = await shop(live, sale_id, ["A", "B"], 100)
+    await create_sale(live_engine, conn, record(sale_id, STOCK))
+    first = await shop(live_engine, sale_id, ["A", "B"], 100)
     worker = await reconciler(procs, env, *only(sale_id))
-    await wait_flushed(live, pg, [sale_id], 100)
+    await wait_flushed(live_engine, conn, [sale_id], 100)
     os.kill(worker.popen.pid, signal.SIGSTOP)  # the owner, between two reads
     try:
-        later = await shop(live, sale_id, ["A", "B"], 100, seed=2)
-        former = SaleStream(live.client, sale_id, "former-owner")
+        later = await shop(live_engine, sale_id, ["A", "B"], 100, seed=2)
+        former = SaleStream(live_engine.client, sale_id, "former-owner")
         assert len(await former.read(40)) == 40
     finally:
         os.kill(worker.popen.pid, signal.SIGCONT)
-    await wait_flushed(live, pg, [sale_id], 200)
-    assert await pending(live, [sale_id]) == 0
+    await wait_flushed(live_engine, conn, [sale_id], 200)
+    assert await pending(live_engine, [sale_id]) == 0
     assert worker.stop() == 0
-    await assert_exact(live, pg, sale_id, {**first.confirmed, **later.confirmed})
+    await assert_exact(live_engine, conn, sale_id, {**first.confirmed, **later.confirmed})
 
 
 async def test_two_reconcilers_share_the_sales_and_apply_each_event_once(
-    live: Engine, pg: Connection, env: dict[str, str], procs: list[Process], sale_id: str
+    live_engine: Engine, conn: Connection, env: dict[str, str], procs: list[Process], sale_id: str
 ) -> None:
-    sales = await new_sales(live, pg, sale_id, 3)
+    sales = await new_sales(live_engine, conn, sale_id, 3)
     workers = await asyncio.gather(*(reconciler(procs, env, *only(*sales)) for _ in range(2)))
-    for _ in range(100):  # until the sales are split between them
-        held = await owners(pg)
-        if len(held) == 2 and sum(held.values()) == 3:
-            break
-        await asyncio.sleep(0.1)
-    else:
-        pytest.fail(f"the two reconcilers did not share the sales: {held}")
+
+    async def the_sales_are_split() -> None:
+        held = await owners(conn)
+        assert len(held) == 2 and sum(held.values()) == 3, f"not shared: {held}"
+
+    await eventually(the_sales_are_split, timeout_s=10, interval_s=0.1)
     shopped = await asyncio.gather(
-        *(shop(live, s, ["A", "B"], 1000, release_every=10, seed=i) for i, s in enumerate(sales))
+        *(
+            shop(live_engine, s, ["A", "B"], 1000, release_every=10, seed=i)
+            for i, s in enumerate(sales)
+        )
     )
     entries = sum(len(s.confirmed) + s.released for s in shopped)
-    await wait_flushed(live, pg, sales, 3000)
+    await wait_flushed(live_engine, conn, sales, 3000)
     assert [w.stop() for w in workers] == [0, 0]
     applied = [w.final_metric("flushed") for w in workers]
     assert all(applied), applied
     assert sum(applied) == entries  # every entry applied by exactly one of them
     for s, got in zip(sales, shopped, strict=True):
-        await assert_exact(live, pg, s, live_orders(got))
+        await assert_exact(live_engine, conn, s, live_orders(got))
     assert_audit_ok(env, *sales)
 
 
 async def test_postgresql_stopped_mid_flush_loses_nothing(
-    live: Engine,
-    pg: Connection,
+    live_engine: Engine,
+    conn: Connection,
     env: dict[str, str],
     procs: list[Process],
     sale_id: str,
@@ -273,54 +278,65 @@ async def test_postgresql_stopped_mid_flush_loses_nothing(
 ) -> None:
     if settings.database_url:
         pytest.skip("PostgreSQL is external (FLASHSALE_DATABASE_URL): not ours to stop")
-    sales = await new_sales(live, pg, sale_id, 2)
-    await pg.close()
+    sales = await new_sales(live_engine, conn, sale_id, 2)
     worker = await reconciler(procs, env, *only(*sales))
-    shoppers = Shoppers(live, sales)
-    await asyncio.sleep(1.5)
+    shoppers = Shoppers(live_engine, sales)
+
+    async def flushing() -> bool:
+        return bool(await conn.fetchval(ORDERS_OF_SALES, sales))
+
+    await eventually(flushing, timeout_s=20)
+    await conn.close()  # the fast stop would cut it anyway
     try:
         await asyncio.to_thread(stop_postgres, settings)
-        await asyncio.sleep(3)  # shoppers keep confirming; the reconciler keeps retrying
+        # PostgreSQL stays down until the reconciler has failed twice (its session lost, then a
+        # try to reconnect) and the shoppers have confirmed more meanwhile.
+        await worker.wait_for("reconcile: postgres unavailable", times=2)
+        await shoppers.confirm_more()
     finally:
         await asyncio.to_thread(services.up, settings, log=lambda _line: None)
-    await asyncio.sleep(1)
+    # Back: the reconciler reconnects while the shoppers are still confirming.
+    await worker.wait_for("connected to PostgreSQL", times=2)
+    await shoppers.confirm_more()
     done = await shoppers.stop()
-    conn = await asyncpg.connect(env["FLASHSALE_DATABASE_URL"])
+    reopened = await asyncpg.connect(env["FLASHSALE_DATABASE_URL"])
     try:
-        await wait_flushed(live, conn, sales, sum(len(d.confirmed) for d in done.values()))
+        await wait_flushed(
+            live_engine, reopened, sales, sum(len(d.confirmed) for d in done.values())
+        )
         assert worker.popen.poll() is None, "the reconciler died instead of waiting"
         assert worker.stop() == 0
         assert worker.final_metric("retries") > 0
         for s in sales:
-            await assert_exact(live, conn, s, live_orders(done[s]))
+            await assert_exact(live_engine, reopened, s, live_orders(done[s]))
         assert_audit_ok(env, *sales)
     finally:
-        await conn.close()
+        await reopened.close()
 
 
 async def test_recover_rebuilds_a_wiped_sale_and_sales_go_on(
-    live: Engine, pg: Connection, env: dict[str, str], sale_id: str
+    live_engine: Engine, conn: Connection, env: dict[str, str], sale_id: str
 ) -> None:
-    await create_sale(live, pg, record(sale_id, STOCK))
-    got = await shop(live, sale_id, ["A", "B"], 1200, customers=300, release_every=7)
+    await create_sale(live_engine, conn, record(sale_id, STOCK))
+    got = await shop(live_engine, sale_id, ["A", "B"], 1200, customers=300, release_every=7)
     undone = set(sorted(got.confirmed)[:20])
     for hold_id in undone:
-        assert (await live.compensate(sale_id, hold_id, "declined")).code is Code.OK
-    assert (await live.adjust(sale_id, "A", "q", 7, "restock")).applied == 7
+        assert (await live_engine.compensate(sale_id, hold_id, "declined")).code is Code.OK
+    assert (await live_engine.adjust(sale_id, "A", "q", 7, "restock")).applied == 7
     for i in range(15):  # holds still open when Redis loses the sale
-        assert (await live.reserve(sale_id, f"late-{i}", [("A", 1)])).ok
+        assert (await live_engine.reserve(sale_id, f"late-{i}", [("A", 1)])).ok
     assert cli(env, "reconcile", "--once", *only(sale_id)).returncode == 0
-    before = await live.stock(sale_id)
+    before = await live_engine.stock(sale_id)
     assert before is not None
     refused = cli(env, "recover", "--sale", sale_id)
     assert refused.returncode == 1 and "--force rebuilds it anyway" in refused.stderr
-    await live.forget_sale(sale_id)
+    await live_engine.forget_sale(sale_id)
 
     done = cli(env, "recover", "--sale", sale_id)
     assert done.returncode == 0, done.stdout + done.stderr
     assert ", 1180 orders, " in done.stdout
     assert_audit_ok(env, sale_id)
-    after = await live.stock(sale_id)
+    after = await live_engine.stock(sale_id)
     assert after is not None
     assert (after.status, after.version, after.open_holds) == ("open", 1, 0)
     for old, new in zip(before.skus, after.skus, strict=True):
@@ -328,30 +344,32 @@ async def test_recover_rebuilds_a_wiped_sale_and_sales_go_on(
             assert (b.loaded, b.adjusted, b.sold, b.reserved) == (a.loaded, a.adjusted, a.sold, 0)
             assert b.available == a.available + a.reserved  # the open holds' units are back
     kept = sorted(set(got.confirmed) - undone)[0]
-    again = await live.confirm(sale_id, kept, "pay")
+    again = await live_engine.confirm(sale_id, kept, "pay")
     assert (again.code, again.status, again.replay) == (Code.OK, "confirmed", True)
 
-    more = await shop(live, sale_id, ["A", "B"], 200, seed=77)
+    more = await shop(live_engine, sale_id, ["A", "B"], 200, seed=77)
     assert cli(env, "reconcile", "--once", *only(sale_id)).returncode == 0
     expected = {**live_orders(got, undone), **more.confirmed}
-    await assert_exact(live, pg, sale_id, expected)
+    await assert_exact(live_engine, conn, sale_id, expected)
     assert_audit_ok(env, sale_id)
 
 
 async def test_recover_flushes_the_entries_left_in_the_stream_first(
-    live: Engine, pg: Connection, env: dict[str, str], sale_id: str
+    live_engine: Engine, conn: Connection, env: dict[str, str], sale_id: str
 ) -> None:
-    await create_sale(live, pg, record(sale_id, STOCK))
-    got = await shop(live, sale_id, ["A", "B"], 400)
+    await create_sale(live_engine, conn, record(sale_id, STOCK))
+    got = await shop(live_engine, sale_id, ["A", "B"], 400)
     # The sale's state is lost, its stream (never flushed) is not.
-    doomed = [k async for k in live.client.scan_iter(match=keys.prefix(sale_id) + "*", count=1000)]
-    await live.client.delete(*[k for k in doomed if k != keys.events(sale_id)])
-    await live.client.srem(keys.sales_index(), sale_id)
+    doomed = [
+        k async for k in live_engine.client.scan_iter(match=keys.prefix(sale_id) + "*", count=1000)
+    ]
+    await live_engine.client.delete(*[k for k in doomed if k != keys.events(sale_id)])
+    await live_engine.client.srem(keys.sales_index(), sale_id)
 
     done = cli(env, "recover", "--sale", sale_id)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "400 stream entries flushed first, 400 orders" in done.stdout
-    await assert_exact(live, pg, sale_id, live_orders(got))
+    await assert_exact(live_engine, conn, sale_id, live_orders(got))
     assert_audit_ok(env, sale_id)
 
 
@@ -359,10 +377,10 @@ async def test_recover_flushes_the_entries_left_in_the_stream_first(
 
 
 async def test_poison_entries_go_to_the_dead_letters_and_fail_the_audit(
-    live: Engine, pg: Connection, env: dict[str, str], sale_id: str
+    live_engine: Engine, conn: Connection, env: dict[str, str], sale_id: str
 ) -> None:
-    await create_sale(live, pg, record(sale_id, STOCK))
-    got = await shop(live, sale_id, ["A", "B"], 30)
+    await create_sale(live_engine, conn, record(sale_id, STOCK))
+    got = await shop(live_engine, sale_id, ["A", "B"], 30)
     stream = keys.events(sale_id)
     poison: list[dict[Any, Any]] = [
         {"type": "confirmed", "hold": "x", "user": "u", "lines": "A:p:1"},
@@ -370,32 +388,32 @@ async def test_poison_entries_go_to_the_dead_letters_and_fail_the_audit(
         {"type": "compensated", "hold": "ghost", "user": "u", "lines": "A:p:1", "at_ms": "1"},
     ]
     for fields in poison:
-        await live.client.xadd(stream, fields)
+        await live_engine.client.xadd(stream, fields)
     assert cli(env, "reconcile", "--once", *only(sale_id)).returncode == 0
-    dead = cast(list[Any], await live.client.xrange(dead_letters(sale_id)))
+    dead = cast(list[Any], await live_engine.client.xrange(dead_letters(sale_id)))
     assert [fields["dead_why"] for _, fields in dead] == [
         "missing field 'at_ms'",
         "unknown event type 'refunded'",
         "compensation of hold ghost, which has no order",
     ]
-    await assert_exact(live, pg, sale_id, live_orders(got))
+    await assert_exact(live_engine, conn, sale_id, live_orders(got))
     audit = cli(env, "audit", "--sale", sale_id)
     assert audit.returncode == 1
     assert "3 events are in the dead letters, not applied" in audit.stdout
 
 
 async def test_audit_fails_on_a_mismatch_and_waits_for_the_flush(
-    live: Engine, pg: Connection, env: dict[str, str], sale_id: str
+    live_engine: Engine, conn: Connection, env: dict[str, str], sale_id: str
 ) -> None:
-    await create_sale(live, pg, record(sale_id, STOCK))
-    await shop(live, sale_id, ["A"], 20)
+    await create_sale(live_engine, conn, record(sale_id, STOCK))
+    await shop(live_engine, sale_id, ["A"], 20)
     unflushed = cli(env, "audit", "--sale", sale_id)
     assert unflushed.returncode == 0, unflushed.stdout
     assert "pending: 20 events not flushed yet" in unflushed.stdout
     assert cli(env, "audit", "--sale", sale_id, "--strict").returncode == 1
     assert cli(env, "reconcile", "--once", *only(sale_id)).returncode == 0
     assert_audit_ok(env, sale_id)
-    await pg.execute(
+    await conn.execute(
         "UPDATE stock_levels SET sold = sold + 1 WHERE sale_id = $1 AND sku = 'A' "
         "AND supplier_id = 'p'",
         sale_id,
@@ -406,27 +424,29 @@ async def test_audit_fails_on_a_mismatch_and_waits_for_the_flush(
 
 
 async def test_the_sweeper_expires_holds_on_its_own(
-    live: Engine, pg: Connection, env: dict[str, str], procs: list[Process], sale_id: str
+    live_engine: Engine, conn: Connection, env: dict[str, str], procs: list[Process], sale_id: str
 ) -> None:
-    await create_sale(live, pg, record(sale_id, STOCK, hold_ttl_s=1))
-    holds = [await live.reserve(sale_id, f"c{i}", [("A", 2)]) for i in range(20)]
+    await create_sale(live_engine, conn, record(sale_id, STOCK, hold_ttl_s=1))
+    holds = [await live_engine.reserve(sale_id, f"c{i}", [("A", 2)]) for i in range(20)]
     assert all(h.ok for h in holds)
     port = free_port()
     worker = await reconciler(
         procs, env, *only(sale_id), "--sweep-ms", "200", "--metrics-port", str(port)
     )
-    for _ in range(60):  # nobody reserves meanwhile: only the sweeper can end them
-        state = await live.stock(sale_id)
-        expired = await pg.fetchval(
+
+    async def swept() -> SaleState:  # nobody reserves meanwhile: only the sweeper can end them
+        state = await live_engine.stock(sale_id)
+        expired = await conn.fetchval(
             "SELECT count(DISTINCT ref) FROM stock_movements "
             "WHERE sale_id = $1 AND kind = 'expire'",
             sale_id,
         )
-        if state is not None and state.sku("A").reserved == 0 and expired == 20:
-            break
-        await asyncio.sleep(0.1)
-    else:
-        pytest.fail(f"holds not swept: {state}, {expired} expire rows")
+        assert state is not None and state.sku("A").reserved == 0 and expired == 20, (
+            f"holds not swept: {state}, {expired} expire rows"
+        )
+        return state
+
+    state = await eventually(swept, timeout_s=10, interval_s=0.1)
     async with httpx.AsyncClient(timeout=5) as http:
         text = (await http.get(f"http://127.0.0.1:{port}/metrics")).text
     assert "# TYPE flashsale_reconciler_swept_holds counter" in text

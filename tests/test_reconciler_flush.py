@@ -2,33 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg  # type: ignore[import-untyped,unused-ignore]  # asyncpg ships no type hints
 import pytest
 
 from flashsale.engine.events import AdjustEvent, Event, parse
+from flashsale.store.db import Connection
 from flashsale.store.flush import FlushRefused, flush
-from flashsale.store.migrate import Connection, migrate_url
 from flashsale.store.sales import save_sale
 from tests.reconciler_support import record
 
 STOCK = {"A": [("p", 10), ("q", 10)], "B": [("q", 5)]}
 TABLES = ("orders", "stock_movements", "stock_levels")
-
-
-@pytest.fixture
-def test_url(service_urls: dict[str, str]) -> str:
-    return service_urls["FLASHSALE_DATABASE_URL"].rsplit("/", 1)[0] + "/flashsale_test"
-
-
-@pytest.fixture
-async def conn(test_url: str) -> AsyncIterator[Connection]:
-    await migrate_url(test_url)
-    connection = await asyncpg.connect(test_url)
-    yield connection
-    await connection.close()
 
 
 def hold(sale_id: str, entry: str, kind: str, name: str, lines: str, **extra: str) -> Event:

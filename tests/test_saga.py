@@ -9,6 +9,7 @@ import asyncio
 import dataclasses
 import datetime as dt
 import json
+import random
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
@@ -25,6 +26,7 @@ from flashsale.loadtests.gateway_process import gateway
 from flashsale.loadtests.simulators import processes as sim
 from flashsale.reconciler.audit import audit
 from flashsale.reconciler.outbox import sign, verify
+from tests.helpers import eventually
 from tests.reconciler_support import Process, create_sale, record
 from tests.saga_support import (
     Sims,
@@ -197,6 +199,23 @@ async def test_thousand_orders_declines_reroute_slow_alternate(
     assert_notified_once(sims, expected_notices(statuses))
 
 
+async def saga_moves(pgc: asyncpg.Connection, sale_id: str) -> int:
+    """Step outcomes written so far for the sale's orders."""
+    moves: int = await pgc.fetchval(
+        "SELECT count(*) FROM order_transitions JOIN orders USING (order_id) WHERE sale_id = $1",
+        sale_id,
+    )
+    return moves
+
+
+async def unfinished(pgc: asyncpg.Connection, sale_id: str, orders: int) -> int:
+    """Orders with a step still to run, counting those not flushed yet."""
+    done: int = await pgc.fetchval(
+        "SELECT count(*) FROM orders WHERE sale_id = $1 AND next_step IS NULL", sale_id
+    )
+    return orders - done
+
+
 async def test_reconciler_killed_mid_saga_completes_each_saga_once(
     fresh_sims: Sims,
     sengine: Engine,
@@ -227,13 +246,21 @@ async def test_reconciler_killed_mid_saga_completes_each_saga_once(
         "FLASHSALE_SAGA_MAX_ATTEMPTS": "30",
         "FLASHSALE_SAGA_CONCURRENCY": "16",
     }
+    rng = random.Random(4)
     kills = 0
     for _ in range(4):
+        before = await saga_moves(pgc, sale_id)
         proc = Process(env, "reconcile", "--progress-s", "0")
-        await asyncio.sleep(2.0)
-        left = await pgc.fetchval(
-            "SELECT count(*) FROM orders WHERE sale_id = $1 AND next_step IS NOT NULL", sale_id
-        )
+
+        async def at_work(before: int = before) -> bool:
+            """This process has moved an order itself (or none is left to move): mid-saga."""
+            moved = await saga_moves(pgc, sale_id) > before
+            return moved or await unfinished(pgc, sale_id, len(held)) == 0
+
+        await eventually(at_work, timeout_s=60, interval_s=0.1)
+        # Kept: from there the kill lands at a random moment on purpose (a seeded one).
+        await asyncio.sleep(rng.uniform(0.2, 1.5))
+        left = await unfinished(pgc, sale_id, len(held))
         proc.kill9()
         kills += 1
         if left == 0:

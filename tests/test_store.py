@@ -18,7 +18,8 @@ from flashsale.engine.sale import (
     SupplierStockConfig,
     WaitingRoomConfig,
 )
-from flashsale.store.migrate import Connection, migrate, migrate_url, migrations
+from flashsale.store.db import Connection
+from flashsale.store.migrate import migrate, migrate_url, migrations
 from flashsale.store.sales import StoreConflict, load_sale_record, sale_ids, save_sale, set_status
 
 Stock = dict[str, list[tuple[str, int]]]  # sku -> [(supplier, units)] in the order given
@@ -55,11 +56,6 @@ def record(sale_id: str, stock: Stock = STOCK, *, name: str = "Launch") -> SaleR
 
 
 @pytest.fixture
-def test_url(service_urls: dict[str, str]) -> str:
-    return service_urls["FLASHSALE_DATABASE_URL"].rsplit("/", 1)[0] + "/flashsale_test"
-
-
-@pytest.fixture
 async def schema(test_url: str) -> AsyncIterator[str]:
     """A fresh empty schema, dropped afterwards, so migrations start from nothing."""
     name = f"t_{uuid.uuid4().hex[:12]}"
@@ -74,15 +70,6 @@ async def schema(test_url: str) -> AsyncIterator[str]:
 
 async def connect_to(url: str, schema: str) -> Connection:
     return await asyncpg.connect(url, server_settings={"search_path": schema})
-
-
-@pytest.fixture
-async def conn(test_url: str) -> AsyncIterator[Connection]:
-    """The test database's public schema, migrated; tests keep apart by unique sale ids."""
-    await migrate_url(test_url)
-    connection = await asyncpg.connect(test_url)
-    yield connection
-    await connection.close()
 
 
 async def rows(conn: Connection, sale_id: str) -> dict[str, list[dict[str, Any]]]:

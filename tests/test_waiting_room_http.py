@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,7 +14,7 @@ import httpx
 import jwt
 import pytest
 
-from flashsale.engine import Engine, Settings, keys
+from flashsale.engine import Engine, keys
 from flashsale.engine.connection import RedisClient, hgetall
 from flashsale.gateway.room.tokens import KeyRing, Tickets, Tokens
 from flashsale.loadtests.gateway_process import Gateway, gateway
@@ -23,11 +23,11 @@ from tests.gateway_helpers import (
     admin_view,
     assert_problem,
     checkout_body,
-    client,
     new_sale_id,
     raw_request,
     sku_view,
 )
+from tests.helpers import eventually
 from tests.waiting_room_helpers import (
     CREATED,
     ROOM_ENV,
@@ -54,17 +54,6 @@ def gw(service_urls: dict[str, str]) -> Iterator[Gateway]:
         close_created(running.url)
 
 
-@pytest.fixture
-async def http(gw: Gateway) -> AsyncIterator[httpx.AsyncClient]:
-    async with client(gw, max_connections=50) as c:
-        yield c
-
-
-@pytest.fixture
-def live(redis_client: RedisClient, settings: Settings) -> Engine:
-    return Engine(redis_client, settings)
-
-
 async def admitted_token(http: httpx.AsyncClient, sale: str, customer: str) -> str:
     ticket = (await join(http, sale, customer))["ticket"]
     doc = await poll_until(http, sale, ticket, "admitted")
@@ -81,7 +70,7 @@ async def hold(
     return await http.post(f"/v1/sales/{sale}/holds", json=checkout_body(customer), headers=headers)
 
 
-async def test_join_wait_admit_and_check_out(http: httpx.AsyncClient, live: Engine) -> None:
+async def test_join_wait_admit_and_check_out(http: httpx.AsyncClient, live_engine: Engine) -> None:
     sale = await create_room_sale(http, "wr-journey", room_body(rate=5))
     first = await join(http, sale, "alice")
     again = await http.post(f"/v1/sales/{sale}/queue", json={"customer_id": "alice"})
@@ -96,7 +85,7 @@ async def test_join_wait_admit_and_check_out(http: httpx.AsyncClient, live: Engi
     assert reply.status_code == 201, reply.text
     info = await room_info_when(http, sale, {"admitted": 1, "tickets": 1, "active": 0})
     assert hashlib.sha256(info["seed"].encode()).hexdigest() == info["seed_sha256"]
-    await assert_room_sound(live, sale)
+    await assert_room_sound(live_engine, sale)
 
 
 async def test_a_prequeue_ticket_waits_for_the_draw(http: httpx.AsyncClient) -> None:
@@ -146,7 +135,7 @@ ABUSE: dict[str, tuple[Any, str, int, str]] = {
 
 
 async def test_abused_tokens_are_refused_with_their_code_and_reserve_nothing(
-    http: httpx.AsyncClient, redis_client: RedisClient, live: Engine
+    http: httpx.AsyncClient, redis_client: RedisClient, live_engine: Engine
 ) -> None:
     sale = await create_room_sale(http, "wr-abuse", room_body(per_user_limit=1))
     token = await admitted_token(http, sale, "alice")
@@ -167,14 +156,14 @@ async def test_abused_tokens_are_refused_with_their_code_and_reserve_nothing(
     # A token signed with the previous key (k1) still works after the rotation to k2.
     rotated = craft(sale, "bob", ring=OLD_RING)
     assert (await hold(http, sale, "bob", rotated)).status_code == 201
-    await assert_room_sound(live, sale)
+    await assert_room_sound(live_engine, sale)
 
 
 # --- ghosts and sold out -----------------------------------------------------------------------
 
 
 async def test_sold_out_reaches_the_tail_at_once_and_ghosts_lose_their_turn(
-    http: httpx.AsyncClient, live: Engine
+    http: httpx.AsyncClient, live_engine: Engine
 ) -> None:
     """One unit, taken by the first admitted: everyone behind is told sold out without being
     admitted. Three of them keep polling, three go silent. When stock is added, the pollers are
@@ -187,6 +176,7 @@ async def test_sold_out_reaches_the_tail_at_once_and_ghosts_lose_their_turn(
     async def keep_polling(name: str) -> None:
         for _ in range(10):
             assert (await status(http, sale, docs[name]["ticket"]))["status"] == "sold_out"
+            # Kept: pollers spaced out on purpose; 10 of them outlast the ghosts' 1.5 s limit.
             await asyncio.sleep(0.25)
 
     await asyncio.gather(*(keep_polling(p) for p in ("p1", "p2", "p3")))
@@ -199,7 +189,7 @@ async def test_sold_out_reaches_the_tail_at_once_and_ghosts_lose_their_turn(
         doc = await status(http, sale, docs[name]["ticket"])
         assert doc["status"] == "expired" and doc["reason"].startswith("skipped"), doc
     await room_info_when(http, sale, {"admitted": 4, "abandoned": 3, "waiting": 0})
-    await assert_room_sound(live, sale)
+    await assert_room_sound(live_engine, sale)
 
 
 # --- rate limits -------------------------------------------------------------------------------
@@ -417,12 +407,14 @@ async def test_the_page_is_accessible_html_with_a_strict_policy(
 
 async def test_metrics_show_each_room(http: httpx.AsyncClient, target: Target) -> None:
     await http.get(f"/v1/sales/{target.sale}/queue")  # both workers learn of the room in time
-    text = ""
-    for _ in range(20):
+
+    async def scraped_with_the_room() -> str:
         text = (await http.get("/metrics")).text
-        if f'flashsale_queue_waiting{{sale="{target.sale}"}} 1' in text:
-            break
-        await asyncio.sleep(0.2)
+        waiting = f'flashsale_queue_waiting{{sale="{target.sale}"}} 1'
+        assert waiting in text, f"no {waiting} in the scrape yet"
+        return text
+
+    text = await eventually(scraped_with_the_room, timeout_s=4, interval_s=0.2)
     for name in (
         "waiting",
         "admitted_total",

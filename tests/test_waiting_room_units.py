@@ -16,12 +16,14 @@ from flashsale.engine import keys
 from flashsale.engine.sale import RateLimitConfig
 from flashsale.engine.settings import Settings
 from flashsale.engine.shuffle import commitment, new_seed, places_of, prequeue_order
+from flashsale.gateway import cache as cache_module
 from flashsale.gateway.cache import Cached
 from flashsale.gateway.problems import Problem
 from flashsale.gateway.rate_limits import Limits, TrustedProxies, buckets, client_address
 from flashsale.gateway.room.eta import RateWindow, eta_s
 from flashsale.gateway.room.tokens import KeyRing, Tickets, Tokens, parse_previous
 from flashsale.gateway.room.worker import _check
+from tests.helpers import eventually
 from tests.waiting_room_helpers import independent_order
 
 RING = KeyRing("k2", {"k1": "old-secret", "k2": "new-secret"})
@@ -188,19 +190,37 @@ def test_buckets_follow_the_sale_then_the_settings_and_zero_turns_off() -> None:
     assert not Limits.of(RateLimitConfig(), Settings()).on
 
 
-async def test_the_cache_loads_once_for_many_callers_and_serves_stale_while_refreshing() -> None:
+class Clock:
+    """Stands in for the `time` module of gateway/cache.py: ages move only when a test says."""
+
+    def __init__(self) -> None:
+        self.now_s = 1000.0
+
+    def monotonic(self) -> float:
+        return self.now_s
+
+
+async def test_the_cache_loads_once_for_many_callers_and_serves_stale_while_refreshing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    clock = Clock()
+    monkeypatch.setattr(cache_module, "time", clock)
     loads: list[str] = []
 
     async def load(key: str) -> int:
         loads.append(key)
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(0.05)  # kept: a slow load, so the callers below overlap with it
         return len(loads)
 
     cache: Cached[str, int] = Cached(load, fresh_s=0.1, stale_s=10)
     assert await asyncio.gather(*(cache.get("a") for _ in range(50))) == [1] * 50
-    await asyncio.sleep(0.15)
+    clock.now_s += 0.15
     assert await cache.get("a") == 1  # stale, a refresh starts behind it
-    await asyncio.sleep(0.1)
+
+    async def refreshed() -> bool:
+        return cache.peek("a") == 2
+
+    await eventually(refreshed, timeout_s=5, interval_s=0.01)
     assert await cache.get("a") == 2 and loads == ["a", "a"]
     assert await cache.refresh("a") == 3
 

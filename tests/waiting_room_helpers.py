@@ -39,15 +39,16 @@ async def room_snapshot(client: RedisClient, sale_id: str) -> dict[str, Any]:
 
 
 async def assert_room_sound(engine: Engine, sale_id: str, max_active: int | None = None) -> None:
-    """DESIGN.md invariants 1, 2, 4 (the stock) and 5 (the room) hold."""
+    """Invariants 1, 2, 4 (the stock) and 5 (the room) of docs/design.md hold."""
     await assert_sound(engine, sale_id)
     violations = await room_violations(engine, sale_id, max_active)
     assert violations == [], violations
 
 
 def independent_order(seed: str, size: int) -> list[int]:
-    """The pre-queue permutation written again from the README's words, not from engine/shuffle:
-    Fisher-Yates from the end, draws SHA-256(seed || counter) with rejection of the biased tail."""
+    """The pre-queue permutation written again from docs/waiting-room.md's words, not from
+    engine/shuffle: Fisher-Yates from the end, draws SHA-256(seed || counter) with rejection of
+    the biased tail."""
     order, counter = list(range(1, size + 1)), 0
     for i in range(size - 1, 0, -1):
         bound = i + 1
