@@ -22,10 +22,9 @@ from flashsale.engine.results import (
     LoadResult,
     ReserveResult,
     SaleState,
-    SkuStock,
-    SupplierStock,
     SweepResult,
     parse_allocations,
+    sale_state,
 )
 from flashsale.engine.sale import MAX_UNITS, SaleConfig
 from flashsale.engine.scripts import Scripts
@@ -94,6 +93,12 @@ class Engine:
             members = await smembers(self.client, keys.sales_index())
         return sorted(members)
 
+    async def sale_loaded(self, sale_id: str) -> bool:
+        """Whether Redis holds the sale (one SISMEMBER of the index)."""
+        check_id("sale_id", sale_id)
+        with redis_errors():
+            return bool(await self.client.sismember(keys.sales_index(), sale_id))
+
     async def forget_sale(self, sale_id: str) -> int:
         """Delete every Redis key of a sale (benchmark clean-up, recovery drills); returns how
         many. All keys share the sale's slot, so one DEL per batch works on a cluster too."""
@@ -112,11 +117,14 @@ class Engine:
         return deleted
 
     async def set_status(self, sale_id: str, status: str) -> tuple[Code, str]:
-        """Returns the code and the status the sale had before."""
+        """Returns the code and the status the sale had before. Closing a sale gives its
+        waiting room's keys `room_retention_s` to live."""
         check_id("sale_id", sale_id)
         check_status(status)
         reply = await self._run(
-            self.scripts.set_status, [keys.sale(sale_id)], [status, self._offset_ms]
+            self.scripts.set_status,
+            [keys.sale(sale_id), *keys.room_keys(sale_id)],
+            [status, self._offset_ms, self.settings.room_retention_s * 1000],
         )
         return Code(reply[0]), reply[1] if len(reply) > 1 else ""
 
@@ -168,23 +176,35 @@ class Engine:
             args += [sku, qty]
         return _reserve_result(await self._run(self.scripts.reserve, script_keys, args))
 
-    async def confirm(self, sale_id: str, hold_id: str, payment_ref: str = "") -> HoldOutcome:
+    async def confirm(
+        self, sale_id: str, hold_id: str, payment_ref: str = "", *, owner: str = ""
+    ) -> HoldOutcome:
+        """`owner`: the customer asking; another's hold answers UNKNOWN_HOLD ('' = anyone)."""
         check_id("sale_id", sale_id)
         check_id("hold_id", hold_id)
+        _check_owner(owner)
         if not isinstance(payment_ref, str) or len(payment_ref) > 512:
             raise InvalidInput("payment_ref", "must be a string of at most 512 characters")
         reply = await self._run(
             self.scripts.confirm,
             [keys.hold(sale_id, hold_id), keys.holds(sale_id), keys.events(sale_id)],
-            [keys.prefix(sale_id), hold_id, self._offset_ms, self._retention_ms, payment_ref],
+            [
+                keys.prefix(sale_id),
+                hold_id,
+                self._offset_ms,
+                self._retention_ms,
+                payment_ref,
+                owner,
+            ],
         )
         code = Code(reply[0])
         if code is Code.OK:
             return HoldOutcome(code, reply[1], bool(reply[3]), int(reply[2] or 0))
         return HoldOutcome(code, reply[1] if len(reply) > 1 else "")
 
-    async def release(self, sale_id: str, hold_id: str) -> HoldOutcome:
-        return await self._release(sale_id, hold_id, "release", "")
+    async def release(self, sale_id: str, hold_id: str, *, owner: str = "") -> HoldOutcome:
+        """`owner`: the customer asking; another's hold answers UNKNOWN_HOLD ('' = anyone)."""
+        return await self._release(sale_id, hold_id, "release", "", owner=owner)
 
     async def compensate(
         self,
@@ -207,10 +227,18 @@ class Engine:
         return await self._release(sale_id, hold_id, "compensate", reason, ",".join(parts))
 
     async def _release(
-        self, sale_id: str, hold_id: str, mode: str, reason: str, writeoff: str = ""
+        self,
+        sale_id: str,
+        hold_id: str,
+        mode: str,
+        reason: str,
+        writeoff: str = "",
+        *,
+        owner: str = "",
     ) -> HoldOutcome:
         check_id("sale_id", sale_id)
         check_id("hold_id", hold_id)
+        _check_owner(owner)
         reply = await self._run(
             self.scripts.release,
             [keys.hold(sale_id, hold_id), keys.holds(sale_id), keys.events(sale_id)],
@@ -222,6 +250,7 @@ class Engine:
                 mode,
                 reason,
                 writeoff,
+                owner,
             ],
         )
         code = Code(reply[0])
@@ -229,13 +258,15 @@ class Engine:
             return HoldOutcome(code, reply[1], bool(reply[2]))
         return HoldOutcome(code, reply[1] if len(reply) > 1 else "")
 
-    async def extend(self, sale_id: str, hold_id: str) -> ExtendResult:
+    async def extend(self, sale_id: str, hold_id: str, *, owner: str = "") -> ExtendResult:
+        """`owner`: the customer asking; another's hold answers UNKNOWN_HOLD ('' = anyone)."""
         check_id("sale_id", sale_id)
         check_id("hold_id", hold_id)
+        _check_owner(owner)
         reply = await self._run(
             self.scripts.extend,
             [keys.hold(sale_id, hold_id), keys.holds(sale_id), keys.sale(sale_id)],
-            [keys.prefix(sale_id), hold_id, self._offset_ms, self._retention_ms],
+            [keys.prefix(sale_id), hold_id, self._offset_ms, self._retention_ms, owner],
         )
         code = Code(reply[0])
         if code in (Code.OK, Code.ALREADY_EXTENDED):
@@ -284,7 +315,7 @@ class Engine:
         if not reply:
             return None
         try:
-            return _sale_state(sale_id, reply)
+            return sale_state(sale_id, reply)
         except ValueError as exc:  # a counter that is not a number: Redis holds corrupt state
             raise EngineUnavailable(f"sale {sale_id} has corrupt stock in Redis: {exc}") from exc
 
@@ -305,6 +336,11 @@ class Engine:
             allocations=parse_allocations(h["lines"]),
             confirmed_at_ms=int(h.get("confirmed_at_ms", 0)),
         )
+
+
+def _check_owner(owner: str) -> None:
+    if owner:
+        check_id("owner", owner)
 
 
 def _fingerprint(customer_id: str, cart: list[tuple[str, int]]) -> str:
@@ -329,50 +365,3 @@ def _reserve_result(reply: list[Any]) -> ReserveResult:
     if code is Code.UNKNOWN_SKU:
         return ReserveResult(code, sku=reply[1])
     return ReserveResult(code, detail=str(reply[1]) if len(reply) > 1 else "")
-
-
-def _ints(flat: list[str]) -> dict[str, str]:
-    return dict(zip(flat[::2], flat[1::2], strict=True))
-
-
-def _sku_stock(sku: str, flat: list[str]) -> SkuStock:
-    h = _ints(flat)
-    sups = tuple(
-        SupplierStock(
-            supplier=sup,
-            loaded=int(h.get(f"loaded:{sup}", 0)),
-            adjusted=int(h.get(f"adj:{sup}", 0)),
-            available=int(h.get(f"avail:{sup}", 0)),
-            reserved=int(h.get(f"resv:{sup}", 0)),
-            sold=int(h.get(f"sold:{sup}", 0)),
-        )
-        for sup in h.get("suppliers", "").split(",")
-        if sup
-    )
-    return SkuStock(
-        sku=sku,
-        loaded=int(h.get("loaded", 0)),
-        adjusted=int(h.get("adjusted", 0)),
-        available=int(h.get("available", 0)),
-        reserved=int(h.get("reserved", 0)),
-        sold=int(h.get("sold", 0)),
-        suppliers=sups,
-    )
-
-
-def _sale_state(sale_id: str, reply: list[Any]) -> SaleState:
-    sale = _ints(reply[0])
-    skus = tuple(_sku_stock(reply[i], reply[i + 1]) for i in range(3, len(reply), 2))
-    return SaleState(
-        sale_id=sale_id,
-        status=sale.get("status", ""),
-        version=int(sale.get("version", 0)),
-        starts_at_ms=int(sale.get("starts_at_ms", 0)),
-        ends_at_ms=int(sale.get("ends_at_ms", 0)),
-        hold_ttl_ms=int(sale.get("hold_ttl_ms", 0)),
-        extend_ms=int(sale.get("extend_ms", 0)),
-        per_user_limit=int(sale.get("per_user_limit", 0)),
-        now_ms=int(reply[1]),
-        open_holds=int(reply[2]),
-        skus=skus,
-    )

@@ -92,6 +92,19 @@ def room_lease(sale_id: str) -> str:
     return room_prefix(sale_id) + "lease"
 
 
+def room_keys(sale_id: str) -> list[str]:
+    """The room's long-lived keys (tries and rate buckets expire on their own)."""
+    return [
+        room(sale_id),
+        room_tickets(sale_id),
+        room_who(sale_id),
+        room_seen(sale_id),
+        room_active(sale_id),
+        room_admitted(sale_id),
+        room_lease(sale_id),
+    ]
+
+
 def room_tries(sale_id: str, place: int | None) -> str:
     """Checkout attempts made with the admission token of `place`; None: no token (unused)."""
     return room_prefix(sale_id) + "tries:" + ("-" if place is None else str(place))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Any
 
 
 class Code(StrEnum):
@@ -28,6 +29,7 @@ class Code(StrEnum):
     BAD_TRANSITION = "BAD_TRANSITION"
     NOT_ADMITTED = "NOT_ADMITTED"
     TOKEN_EXHAUSTED = "TOKEN_EXHAUSTED"
+    TOKEN_EXPIRED = "TOKEN_EXPIRED"
     NO_WAITING_ROOM = "NO_WAITING_ROOM"
     NOT_LEADER = "NOT_LEADER"
     RATE_LIMITED = "RATE_LIMITED"
@@ -155,3 +157,54 @@ class HoldView:
     extended: bool
     allocations: tuple[Allocation, ...]
     confirmed_at_ms: int = 0
+
+
+# --- decoding lua/stock.lua's reply ---------------------------------------------------------
+
+
+def _ints(flat: list[str]) -> dict[str, str]:
+    return dict(zip(flat[::2], flat[1::2], strict=True))
+
+
+def _sku_stock(sku: str, flat: list[str]) -> SkuStock:
+    h = _ints(flat)
+    sups = tuple(
+        SupplierStock(
+            supplier=sup,
+            loaded=int(h.get(f"loaded:{sup}", 0)),
+            adjusted=int(h.get(f"adj:{sup}", 0)),
+            available=int(h.get(f"avail:{sup}", 0)),
+            reserved=int(h.get(f"resv:{sup}", 0)),
+            sold=int(h.get(f"sold:{sup}", 0)),
+        )
+        for sup in h.get("suppliers", "").split(",")
+        if sup
+    )
+    return SkuStock(
+        sku=sku,
+        loaded=int(h.get("loaded", 0)),
+        adjusted=int(h.get("adjusted", 0)),
+        available=int(h.get("available", 0)),
+        reserved=int(h.get("reserved", 0)),
+        sold=int(h.get("sold", 0)),
+        suppliers=sups,
+    )
+
+
+def sale_state(sale_id: str, reply: list[Any]) -> SaleState:
+    """lua/stock.lua's reply: {sale hash flat, now_ms, open holds, sku, stock hash flat, ...}."""
+    sale = _ints(reply[0])
+    skus = tuple(_sku_stock(reply[i], reply[i + 1]) for i in range(3, len(reply), 2))
+    return SaleState(
+        sale_id=sale_id,
+        status=sale.get("status", ""),
+        version=int(sale.get("version", 0)),
+        starts_at_ms=int(sale.get("starts_at_ms", 0)),
+        ends_at_ms=int(sale.get("ends_at_ms", 0)),
+        hold_ttl_ms=int(sale.get("hold_ttl_ms", 0)),
+        extend_ms=int(sale.get("extend_ms", 0)),
+        per_user_limit=int(sale.get("per_user_limit", 0)),
+        now_ms=int(reply[1]),
+        open_holds=int(reply[2]),
+        skus=skus,
+    )

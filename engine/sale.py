@@ -24,6 +24,7 @@ class ItemConfig:
     sku: str
     price_minor: int
     suppliers: tuple[SupplierStockConfig, ...]
+    name: str = ""  # shown to shoppers instead of the sku; the engine never reads it
 
     def by_priority(self) -> list[SupplierStockConfig]:
         """Lowest priority number first; equal numbers keep the order they were given in."""

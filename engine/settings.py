@@ -12,14 +12,16 @@ _PREFIX = "FLASHSALE_"
 
 @dataclass(frozen=True, slots=True)
 class Settings:
-    """Every tunable of the engine; defaults are safe for the local demo and tests."""
+    """Every tunable; defaults are safe for the local demo and tests, except the secrets, which
+    have none outside FLASHSALE_ENV=dev (see `secret_problems`)."""
 
+    env: str = "production"  # "dev" relaxes identity and secrets for the demo and tests
     redis_url: str = ""
     redis_cluster_url: str = ""
     redis_cluster: bool = False  # serve from the cluster at local_cluster_url
     database_url: str = ""
-    admin_key: str = "dev-admin-key"
-    token_secret: str = "dev-token-secret"
+    admin_key: str = ""  # bearer key of the admin routes
+    token_secret: str = ""  # signs admission tokens and ticket ids
     run_dir: str = ".run"
     redis_port: int = 6390
     cluster_base_port: int = 7111
@@ -56,7 +58,18 @@ class Settings:
     rate_per_client_per_s: int = 0
     rate_burst: int = 20
     rate_per_sale_per_s: int = 0
+    # The status poll's limit, per client address and gateway worker (no Redis); 0 = off.
+    rate_status_per_s: int = 0
+    rate_status_burst: int = 20
     trusted_proxies: str = ""  # comma-separated IPs/CIDRs whose X-Forwarded-For is believed
+    # Customer identity: tokens the shop signs (gateway/identity.py). HS256 secrets as one bare
+    # secret or "kid:secret,kid:secret"; and/or a JWKS (file or URL) of RS256/ES256 keys.
+    customer_secret: str = ""
+    customer_jwks: str = ""
+    customer_audience: str = "flashsale"
+    customer_issuer: str = ""  # when set, tokens must carry this iss
+    public_stock: str = "levels"  # "exact": public answers and /metrics also give unit counts
+    room_retention_s: int = 86_400  # a room's keys (wr:{S}:*) live this long after the sale ends
     # Order saga (reconciler/saga/): off unless FLASHSALE_SAGA=1. The outside parties' URLs
     # default to the simulators of `flashsale sim up` on sim_base_port .. sim_base_port + 2.
     saga: bool = False
@@ -64,7 +77,9 @@ class Settings:
     supplier_url: str = ""  # template with {supplier}: one supplier's API
     webhook_customer_url: str = ""  # where the customer's notifications are POSTed
     webhook_retailer_url: str = ""  # where the retailer's notifications are POSTed
-    webhook_secret: str = "dev-webhook-secret"  # HMAC-SHA256 key of the notification signature
+    webhook_secret: str = ""  # HMAC-SHA256 key of the notification signature
+    payment_auth: str = ""  # Authorization header value sent to the payment provider
+    supplier_auth: str = ""  # Authorization header value sent to the suppliers
     secondary_suppliers: str = ""  # comma-separated supplier ids offered on a backorder
     sim_base_port: int = 8711
     adapter_timeout_ms: int = 2_000  # one call to a payment provider or supplier
@@ -75,6 +90,10 @@ class Settings:
     saga_concurrency: int = 32  # steps in flight per reconciler process
     saga_lease_ms: int = 30_000  # a claimed step another process may take over after this
     backorder_wait_days: int = 7  # the promised date offered with the "wait" option
+
+    @property
+    def dev(self) -> bool:
+        return self.env == "dev"
 
     @property
     def local_redis_url(self) -> str:
@@ -130,7 +149,8 @@ def _parse(kind: type, raw: str, name: str) -> object:
 
 
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
-    """Build Settings from FLASHSALE_<FIELD> variables; unknown values fail loudly."""
+    """Build Settings from FLASHSALE_<FIELD> variables; unknown values fail loudly. With
+    FLASHSALE_ENV=dev, secrets left unset get the well-known dev values."""
     env = os.environ if environ is None else environ
     kinds = {"str": str, "int": int, "bool": bool}
     values: dict[str, object] = {}
@@ -138,4 +158,61 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         name = _PREFIX + field.name.upper()
         if name in env:
             values[field.name] = _parse(kinds[str(field.type)], env[name], name)
+    if values.get("env", "production") not in ENVIRONMENTS:
+        raise ValueError(f"FLASHSALE_ENV must be one of {', '.join(ENVIRONMENTS)}")
+    if values.get("public_stock", "levels") not in ("levels", "exact"):
+        raise ValueError("FLASHSALE_PUBLIC_STOCK must be levels or exact")
+    if values.get("env") == "dev":
+        for name, dev_value in DEV_SECRETS.items():
+            if not values.get(name):
+                values[name] = dev_value
     return Settings(**values)  # type: ignore[arg-type]
+
+
+ENVIRONMENTS = ("production", "dev")
+# The secrets a dev setup runs with when none are given; production refuses every one of them.
+DEV_SECRETS = {
+    "admin_key": "dev-admin-key",
+    "token_secret": "dev-token-secret",
+    "webhook_secret": "dev-webhook-secret",
+    "customer_secret": "dev-customer-secret-not-for-production",
+}
+KNOWN_DEFAULTS = frozenset(DEV_SECRETS.values()) | {"changeme", "secret", "password"}
+SECRETS = ("admin_key", "token_secret", "webhook_secret")  # each one value, always needed
+MIN_SECRET_BYTES = 32
+
+
+def _weak(name: str, value: str) -> str:
+    """Why one secret value will not do, or ''."""
+    variable = _PREFIX + name.upper()
+    if not value:
+        return f"{variable} is not set"
+    if value in KNOWN_DEFAULTS:
+        return f"{variable} is a known default"
+    if len(value.encode()) < MIN_SECRET_BYTES:
+        return f"{variable} has a secret shorter than {MIN_SECRET_BYTES} bytes"
+    return ""
+
+
+def _listed(raw: str, separator: str) -> list[str]:
+    """The secrets of `secret` or `kid<sep>secret,kid<sep>secret`."""
+    parts = [p.strip() for p in raw.split(",") if p.strip()]
+    if len(parts) == 1 and separator not in parts[0]:
+        return parts
+    return [p.partition(separator)[2] for p in parts]
+
+
+def secret_problems(settings: Settings) -> list[str]:
+    """What makes these settings unfit to run outside dev: secrets missing, shorter than 32
+    bytes, or well known. Empty in dev mode and when every secret is sound."""
+    if settings.dev:
+        return []
+    problems = [_weak(name, getattr(settings, name)) for name in SECRETS]
+    previous = _listed(settings.token_previous_secrets, "=")
+    problems += [_weak("token_previous_secrets", s) for s in previous if s]
+    if settings.customer_secret:
+        customer = _listed(settings.customer_secret, ":")
+        problems += [_weak("customer_secret", s) for s in customer]
+    elif not settings.customer_jwks:
+        problems.append("neither FLASHSALE_CUSTOMER_SECRET nor FLASHSALE_CUSTOMER_JWKS is set")
+    return list(dict.fromkeys(p for p in problems if p))

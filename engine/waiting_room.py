@@ -152,7 +152,13 @@ class WaitingRoom:
                 keys.room_who(sale_id),
                 keys.room_seen(sale_id),
             ],
-            [customer_id, self.engine.offset_ms, seed, digest],
+            [
+                customer_id,
+                self.engine.offset_ms,
+                seed,
+                digest,
+                self.engine.settings.room_retention_s * 1000,
+            ],
         )
         code = Code(reply[0])
         if code is Code.OK:

@@ -64,6 +64,15 @@ local function reclaim_expired(pfx, now, limit, retention_ms)
   return #ids
 end
 
+-- The waiting room's keys go when the sale is long over: `room_key` (the room hash) carries the
+-- expiry (queue_join sets it from the sale's end, set_status from its closing); the others copy it.
+local function expire_like(room_key, others)
+  local at = redis.call('PEXPIRETIME', room_key)
+  if at > 0 then
+    for _, k in ipairs(others) do redis.call('PEXPIREAT', k, at) end
+  end
+end
+
 -- A held hold past its expiry is expired on the spot; returns the hold's status after that.
 local function settle(pfx, hold_id, status, expires_at_ms, now, retention_ms)
   if status == 'held' and tonumber(expires_at_ms) <= now then

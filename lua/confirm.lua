@@ -7,6 +7,8 @@
 -- ARGV[3] offset_ms      test clock offset (0 in production)
 -- ARGV[4] retention_ms   how long an ended hold stays readable
 -- ARGV[5] payment        opaque payment reference handed to the saga ('' for none)
+-- ARGV[6] owner          the customer asking ('' = anyone: the admin): a hold of another
+--                        customer answers UNKNOWN_HOLD, so its existence is not revealed
 -- Returns {'OK', status, confirmed_at_ms, replay(0|1)} | {'UNKNOWN_HOLD'}
 --   | {'HOLD_EXPIRED', status} (expired, also when it expires on this call) | {'HOLD_RELEASED', status}
 local pfx = ARGV[1]
@@ -14,9 +16,10 @@ local hold_id = ARGV[2]
 local offset_ms = tonumber(ARGV[3])
 local retention_ms = tonumber(ARGV[4])
 local payment = ARGV[5]
+local owner = ARGV[6] or ''
 
 local h = redis.call('HMGET', KEYS[1], 'status', 'expires_at_ms', 'user', 'lines', 'confirmed_at_ms')
-if not h[1] then return { 'UNKNOWN_HOLD' } end
+if not h[1] or (owner ~= '' and h[3] ~= owner) then return { 'UNKNOWN_HOLD' } end
 if h[1] == 'confirmed' or h[1] == 'compensated' then
   return { 'OK', h[1], tonumber(h[5]), 1 }
 end

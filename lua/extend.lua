@@ -6,15 +6,18 @@
 -- ARGV[2] hold_id        the hold
 -- ARGV[3] offset_ms      test clock offset (0 in production)
 -- ARGV[4] retention_ms   how long an ended hold stays readable
+-- ARGV[5] owner          the customer asking ('' = anyone: the admin); another customer's hold
+--                        answers UNKNOWN_HOLD
 -- Returns {'OK', expires_at_ms} | {'UNKNOWN_HOLD'} | {'HOLD_EXPIRED', status}
 --   | {'HOLD_RELEASED', status} | {'HOLD_CONFIRMED', status} | {'ALREADY_EXTENDED', expires_at_ms}
 local pfx = ARGV[1]
 local hold_id = ARGV[2]
 local offset_ms = tonumber(ARGV[3])
 local retention_ms = tonumber(ARGV[4])
+local owner = ARGV[5] or ''
 
-local h = redis.call('HMGET', KEYS[1], 'status', 'expires_at_ms', 'extended')
-if not h[1] then return { 'UNKNOWN_HOLD' } end
+local h = redis.call('HMGET', KEYS[1], 'status', 'expires_at_ms', 'extended', 'user')
+if not h[1] or (owner ~= '' and h[4] ~= owner) then return { 'UNKNOWN_HOLD' } end
 local now = now_ms(offset_ms)
 local status = settle(pfx, hold_id, h[1], h[2], now, retention_ms)
 if status == 'expired' then return { 'HOLD_EXPIRED', status } end

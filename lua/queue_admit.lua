@@ -102,6 +102,7 @@ if scanned > 0 then
     'allowance', string.format('%.6f', credit - admitted))
   if admitted > 0 then redis.call('HINCRBY', KEYS[3], 'admitted', admitted) end
   if skipped > 0 then redis.call('HINCRBY', KEYS[3], 'skipped', skipped) end
+  expire_like(KEYS[3], { KEYS[4], KEYS[5], KEYS[6] })
 end
 out[2], out[3] = serving, skipped
 return out

@@ -15,5 +15,8 @@ for i = 2, #ARGV do
     fields[#fields + 1] = now
   end
 end
-if #fields > 0 then redis.call('HSET', KEYS[2], unpack(fields)) end
+if #fields > 0 then
+  redis.call('HSET', KEYS[2], unpack(fields))
+  expire_like(KEYS[1], { KEYS[2] })
+end
 return #fields / 2

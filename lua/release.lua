@@ -12,6 +12,8 @@
 -- ARGV[7] writeoff       compensate only: "sku:supplier:qty,..." of the hold's units that must
 --                        not go back on sale (no supplier can ship them): they leave the stock
 --                        as an adjustment (an `adjusted` event each) instead; '' = none
+-- ARGV[8] owner          the customer asking ('' = anyone: the admin, the saga); another
+--                        customer's hold answers UNKNOWN_HOLD
 -- Returns {'OK', status, replay(0|1)} | {'UNKNOWN_HOLD'} | {'HOLD_CONFIRMED', status}
 --   | {'NOT_CONFIRMED', status} | {'INVALID_WRITEOFF', 'sku:supplier'}
 local pfx = ARGV[1]
@@ -21,9 +23,10 @@ local retention_ms = tonumber(ARGV[4])
 local mode = ARGV[5]
 local reason = ARGV[6]
 local writeoff = ARGV[7] or ''
+local owner = ARGV[8] or ''
 
 local h = redis.call('HMGET', KEYS[1], 'status', 'expires_at_ms', 'user', 'lines')
-if not h[1] then return { 'UNKNOWN_HOLD' } end
+if not h[1] or (owner ~= '' and h[3] ~= owner) then return { 'UNKNOWN_HOLD' } end
 local now = now_ms(offset_ms)
 local status = settle(pfx, hold_id, h[1], h[2], now, retention_ms)
 

@@ -22,12 +22,13 @@
 -- ARGV[11] token_place   place of the verified admission token, '' when none: its attempts
 --                        are counted, and its place leaves the open sessions once it holds
 -- ARGV[12] max_attempts  checkout attempts one token may make (count; with a token only)
--- ARGV[13] token_expires_at_ms the token's expiry; its attempt counter lives as long
+-- ARGV[13] token_expires_at_ms the token's expiry (checked against TIME); its attempt counter
+--                        lives as long
 -- ARGV[14..] sku, qty    pairs, one per line
 -- Returns {'OK', hold_id, expires_at_ms, lines, replay(0|1)} | {'SOLD_OUT', sku, available}
 --   | {'LIMIT_EXCEEDED', sku, units_already} | {'SALE_NOT_OPEN', status} | {'UNKNOWN_SALE'}
 --   | {'UNKNOWN_SKU', sku} | {'IDEMPOTENCY_CONFLICT', hold_id} | {'NOT_ADMITTED'}
---   | {'TOKEN_EXHAUSTED', attempts} | {'INVALID', reason}
+--   | {'TOKEN_EXHAUSTED', attempts} | {'TOKEN_EXPIRED'} (by the server's clock) | {'INVALID', reason}
 -- An idempotent replay does not count as an attempt; every other attempt with a token does,
 -- whatever its answer, so a token cannot be used to hammer the stock.
 local pfx = ARGV[1]
@@ -48,6 +49,14 @@ local n_lines = (#ARGV - 13) / 2
 local now = now_ms(offset_ms)
 reclaim_expired(pfx, now, reclaim_limit, retention_ms)
 
+local sale = redis.call('HMGET', KEYS[1], 'status', 'starts_at_ms', 'ends_at_ms', 'hold_ttl_ms',
+  'per_user_limit', 'waiting_room')
+if not sale[1] then return { 'UNKNOWN_SALE' } end
+-- The admission before anything else, replays included: a replay answers only a caller who
+-- could have placed the hold. The token's expiry is judged by Redis's clock, not the gateway's.
+if sale[6] == '1' and admitted ~= '1' then return { 'NOT_ADMITTED' } end
+if token_place ~= '' and now >= token_expires_at_ms then return { 'TOKEN_EXPIRED' } end
+
 if idem_key ~= '' then
   local prior = redis.call('GET', KEYS[4])
   if prior then
@@ -59,16 +68,12 @@ if idem_key ~= '' then
   end
 end
 
-local sale = redis.call('HMGET', KEYS[1], 'status', 'starts_at_ms', 'ends_at_ms', 'hold_ttl_ms',
-  'per_user_limit', 'waiting_room')
-if not sale[1] then return { 'UNKNOWN_SALE' } end
 local status, ends_at_ms = sale[1], tonumber(sale[3])
 local started = status == 'open' or (status == 'scheduled' and now >= tonumber(sale[2]))
 if not started or (ends_at_ms > 0 and now >= ends_at_ms) then
   return { 'SALE_NOT_OPEN', status }
 end
 local limit = tonumber(sale[5])
-if sale[6] == '1' and admitted ~= '1' then return { 'NOT_ADMITTED' } end
 if token_place ~= '' then
   local tries = tonumber(redis.call('GET', KEYS[6]) or 0)
   if tries >= max_attempts then return { 'TOKEN_EXHAUSTED', tries } end
