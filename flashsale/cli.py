@@ -16,7 +16,7 @@ from collections.abc import Callable, Coroutine
 from importlib.metadata import entry_points
 from typing import Any
 
-from flashsale.engine.settings import load_settings
+from flashsale.engine.settings import Settings, load_settings, secret_problems
 
 PLUGIN_GROUP = "flashsale.commands"
 
@@ -31,6 +31,29 @@ def run_async(main: Coroutine[Any, Any, int]) -> int:
         return runner.run(main)
 
 
+def fit_to_run(command: str) -> Settings | None:
+    """The settings, or None (having said why on stderr) when they must not run: bad values,
+    or secrets that are missing, short or well known outside FLASHSALE_ENV=dev."""
+    try:
+        settings = load_settings()
+    except ValueError as exc:
+        print(f"flashsale {command}: {exc}", file=sys.stderr)
+        return None
+    problems = secret_problems(settings)
+    for problem in problems:
+        print(f"flashsale {command}: refusing to start: {problem}", file=sys.stderr)
+    if problems:
+        print("  (set them, or FLASHSALE_ENV=dev for a local try-out)", file=sys.stderr)
+        return None
+    if settings.dev:
+        print(
+            f"flashsale {command}: FLASHSALE_ENV=dev: well-known secrets where none are set, and "
+            "a body customer_id is taken without a customer token; never in production",
+            file=sys.stderr,
+        )
+    return settings
+
+
 def _services(args: argparse.Namespace) -> int:
     from flashsale import services
 
@@ -39,6 +62,9 @@ def _services(args: argparse.Namespace) -> int:
 
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
+
+    if fit_to_run("serve") is None:
+        return 2
 
     uvicorn.run(
         "flashsale.gateway.app:app_from_env",
@@ -70,7 +96,10 @@ def _migrate(args: argparse.Namespace) -> int:
 def _reconcile(args: argparse.Namespace) -> int:
     from flashsale.reconciler import cli
 
-    return run_async(cli.reconcile(load_settings(), args))
+    settings = fit_to_run("reconcile")
+    if settings is None:
+        return 2
+    return run_async(cli.reconcile(settings, args))
 
 
 def _audit(args: argparse.Namespace) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -17,6 +18,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from flashsale.engine import Engine, InvalidInput, Settings, load_settings
 from flashsale.engine.connection import connect
+from flashsale.engine.settings import secret_problems
 from flashsale.gateway import admin, checkout, ops, orders, sales
 from flashsale.gateway.http import ADMIN_MAX_BYTES, header, send_problem
 from flashsale.gateway.openapi import openapi_body, openapi_json
@@ -27,6 +29,7 @@ from flashsale.gateway.state import GatewayState
 from flashsale.store.migrate import migrate
 
 HTTP_CODES = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED"}
+log = logging.getLogger("flashsale.gateway")
 
 
 class BodyLimitMiddleware:
@@ -137,6 +140,13 @@ def routes() -> list[Route]:
 
 
 def create_app(settings: Settings) -> Starlette:
+    """The app; refuses settings with unfit secrets outside dev mode (see secret_problems)."""
+    problems = secret_problems(settings)
+    if problems:
+        raise RuntimeError("refusing to start: " + "; ".join(problems))
+    if settings.dev:
+        log.warning("FLASHSALE_ENV=dev: a body customer_id is taken without a customer token")
+
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         url = settings.local_cluster_url if settings.redis_cluster else settings.local_redis_url
@@ -147,8 +157,8 @@ def create_app(settings: Settings) -> Starlette:
         async with pool.acquire() as conn:
             await migrate(conn)
         engine = Engine(client, settings)
-        app.state.gateway = GatewayState(settings, engine, pool)
-        app.state.queue = QueueService(settings, engine, pool)
+        app.state.gateway = GatewayState.build(settings, engine, pool)
+        app.state.queue = QueueService(settings, engine, app.state.gateway.records)
         app.state.queue.start()  # admission loops and heartbeat batching
         try:
             yield

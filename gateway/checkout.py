@@ -11,7 +11,15 @@ from starlette.types import Receive, Scope, Send
 from flashsale.engine.keys import ID_PATTERN
 from flashsale.engine.results import Allocation, Code, ReserveResult
 from flashsale.engine.waiting_room import TokenUse
-from flashsale.gateway.http import header, parse_json_object, read_body, send_json, send_problem
+from flashsale.gateway import callers
+from flashsale.gateway.http import (
+    header,
+    parse_json_object,
+    read_body,
+    require_json,
+    send_json,
+    send_problem,
+)
 from flashsale.gateway.problems import Problem, engine_call, from_code, invalid
 from flashsale.gateway.responses import json_response, read_json
 from flashsale.gateway.room.worker import QueueService
@@ -57,13 +65,16 @@ class CreateHold:
         if idem is not None and not ID_PATTERN.fullmatch(idem):
             raise invalid("Idempotency-Key must be 1-64 characters of A-Z a-z 0-9 _ -")
         body = await read_body(scope, receive, state.settings.max_body_bytes)
-        customer, cart = parse_checkout(parse_json_object(body))
+        if body:
+            require_json(scope)
+        body_customer, cart = parse_checkout(parse_json_object(body))
+        customer = callers.customer(state, scope, body_customer)
         queue: QueueService = scope["app"].state.queue
         token = _admission(queue, scope, sale_id, customer)
-        await queue.limit(scope, sale_id, customer)
+        await state.limits.take(scope, sale_id, "checkout", customer)
         result = await engine_call(state.engine.reserve(sale_id, customer, cart, idem, token=token))
         if not result.ok:
-            raise _refusal(result)
+            raise _refusal(result, state.settings.public_stock == "exact")
         doc = {
             "hold_id": result.hold_id,
             "sale_id": sale_id,
@@ -84,11 +95,12 @@ def _admission(queue: QueueService, scope: Scope, sale_id: str, customer: str) -
     return TokenUse(claims.place, queue.settings.token_max_attempts, claims.expires_at_ms)
 
 
-def _refusal(result: ReserveResult) -> Problem:
+def _refusal(result: ReserveResult, exact_stock: bool) -> Problem:
     if result.code in (Code.SOLD_OUT, Code.LIMIT_EXCEEDED, Code.UNKNOWN_SKU):
         detail = f"sku {result.sku}"
         if result.code is Code.SOLD_OUT:
-            detail += f": {result.units} left"
+            # The count left is a setting: exact numbers let bots time their requests.
+            detail += f": {result.units} left" if exact_stock else ": not enough left"
         elif result.code is Code.LIMIT_EXCEEDED:
             detail += f": you already have {result.units}"
         return from_code(result.code, detail)
@@ -98,15 +110,32 @@ def _refusal(result: ReserveResult) -> Problem:
         return from_code(result.code, "join the sale's waiting room and check out when admitted")
     if result.code is Code.TOKEN_EXHAUSTED:
         return from_code(result.code, f"this admission token made its {result.detail} attempts")
+    if result.code is Code.TOKEN_EXPIRED:
+        return from_code(result.code, "the admission token has expired")
     return from_code(result.code, result.detail)
 
 
-async def get_hold(request: Request) -> Response:
+async def _hold_target(request: Request) -> tuple[GatewayState, str, str, str]:
+    """(state, sale, hold, owner): the owner is the caller's customer, or ANYONE for the admin.
+    Another customer's hold answers 404, as a hold that does not exist does."""
     state: GatewayState = request.app.state.gateway
     sale_id, hold_id = request.path_params["sale"], request.path_params["hold"]
+    owner = callers.owner(state, request.scope)
+    if not ID_PATTERN.fullmatch(sale_id) or not ID_PATTERN.fullmatch(hold_id):
+        raise invalid("sale and hold must be 1-64 characters of A-Z a-z 0-9 _ -")
+    await state.limits.take(request.scope, sale_id, "hold", owner or None)
+    return state, sale_id, hold_id, owner
+
+
+def _no_hold(hold_id: str, sale_id: str) -> Problem:
+    return from_code(Code.UNKNOWN_HOLD, f"no hold {hold_id} in sale {sale_id}")
+
+
+async def get_hold(request: Request) -> Response:
+    state, sale_id, hold_id, owner = await _hold_target(request)
     hold = await engine_call(state.engine.get_hold(sale_id, hold_id))
-    if hold is None:
-        raise from_code(Code.UNKNOWN_HOLD, f"no hold {hold_id} in sale {sale_id}")
+    if hold is None or (owner and hold.customer_id != owner):
+        raise _no_hold(hold_id, sale_id)
     order = list(dict.fromkeys(a.sku for a in hold.allocations))
     return json_response(
         {
@@ -122,10 +151,11 @@ async def get_hold(request: Request) -> Response:
 
 
 async def confirm_hold(request: Request) -> Response:
-    state: GatewayState = request.app.state.gateway
-    sale_id, hold_id = request.path_params["sale"], request.path_params["hold"]
+    state, sale_id, hold_id, owner = await _hold_target(request)
     payment_ref = parse_confirm(await read_json(request, state.settings.max_body_bytes))
-    outcome = await engine_call(state.engine.confirm(sale_id, hold_id, payment_ref))
+    outcome = await engine_call(state.engine.confirm(sale_id, hold_id, payment_ref, owner=owner))
+    if outcome.code is Code.UNKNOWN_HOLD:
+        raise _no_hold(hold_id, sale_id)
     if outcome.code is not Code.OK:
         raise from_code(outcome.code, f"hold {hold_id} is {outcome.status or 'unknown'}")
     return json_response(
@@ -134,18 +164,20 @@ async def confirm_hold(request: Request) -> Response:
 
 
 async def release_hold(request: Request) -> Response:
-    state: GatewayState = request.app.state.gateway
-    sale_id, hold_id = request.path_params["sale"], request.path_params["hold"]
-    outcome = await engine_call(state.engine.release(sale_id, hold_id))
+    state, sale_id, hold_id, owner = await _hold_target(request)
+    outcome = await engine_call(state.engine.release(sale_id, hold_id, owner=owner))
+    if outcome.code is Code.UNKNOWN_HOLD:
+        raise _no_hold(hold_id, sale_id)
     if outcome.code is not Code.OK:
         raise from_code(outcome.code, f"hold {hold_id} is {outcome.status or 'unknown'}")
     return json_response({"hold_id": hold_id, "status": outcome.status})
 
 
 async def extend_hold(request: Request) -> Response:
-    state: GatewayState = request.app.state.gateway
-    sale_id, hold_id = request.path_params["sale"], request.path_params["hold"]
-    result = await engine_call(state.engine.extend(sale_id, hold_id))
+    state, sale_id, hold_id, owner = await _hold_target(request)
+    result = await engine_call(state.engine.extend(sale_id, hold_id, owner=owner))
+    if result.code is Code.UNKNOWN_HOLD:
+        raise _no_hold(hold_id, sale_id)
     if result.code is not Code.OK:
         raise from_code(result.code, f"hold {hold_id} cannot be extended")
     return json_response({"hold_id": hold_id, "expires_at": iso(result.expires_at_ms)})

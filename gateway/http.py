@@ -38,6 +38,19 @@ async def read_body(scope: Scope, receive: Receive, max_bytes: int) -> bytes:
             return b"".join(chunks)
 
 
+def require_json(scope: Scope) -> None:
+    """A body sent to a JSON route must be `application/json` (a charset parameter is fine): a
+    body a browser form can send without a preflight (text/plain, form encodings) is refused.
+    (No body at all is the body's problem, not its type's: it reads as malformed or empty.)"""
+    declared = header(scope, b"content-type") or ""
+    if declared.split(";", 1)[0].strip().lower() != JSON_TYPE:
+        raise Problem(
+            415,
+            "UNSUPPORTED_MEDIA_TYPE",
+            f"send the body as Content-Type: {JSON_TYPE}, not {declared or 'no type'}",
+        )
+
+
 def parse_json_object(body: bytes) -> dict[str, Any]:
     try:
         doc = orjson.loads(body)

@@ -28,6 +28,11 @@ class Metrics:
 
     requests: dict[tuple[str, str, int], int] = field(default_factory=lambda: defaultdict(int))
     latency: dict[str, Histogram] = field(default_factory=lambda: defaultdict(Histogram))
+    counters: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+
+    def count(self, name: str, n: int = 1) -> None:
+        """A counter of something that went wrong or was refused (`*_total`)."""
+        self.counters[name] += n
 
     def observe(self, route: str, method: str, status: int, elapsed_s: float) -> None:
         self.requests[(route, method, status)] += 1
@@ -40,6 +45,8 @@ class Metrics:
                 f'flashsale_http_requests_total{{route="{route}",method="{method}",'
                 f'status="{status}"}} {n}'
             )
+        for name, n in sorted(self.counters.items()):
+            lines += [f"# TYPE {name} counter", f"{name} {n}"]
         lines.append("# TYPE flashsale_http_request_duration_seconds histogram")
         for route, hist in sorted(self.latency.items()):
             lines += _histogram_lines("flashsale_http_request_duration_seconds", route, hist)

@@ -69,6 +69,7 @@ SUPPLIER = _obj(
 ITEM = _obj(
     {
         "sku": ID,
+        "name": {"type": "string", "minLength": 1, "maxLength": 200},
         "price_minor": COUNT,
         "suppliers": {"type": "array", "items": SUPPLIER, "minItems": 1, "maxItems": 50},
     },
@@ -106,7 +107,7 @@ def _checkout(settings: Settings) -> dict[str, Any]:
     qty = {"type": "integer", "minimum": 1, "maximum": settings.max_line_qty}
     line = _obj({"sku": ID, "qty": qty}, ["sku", "qty"])
     lines = {"type": "array", "minItems": 1, "maxItems": settings.max_cart_lines, "items": line}
-    return _obj({"customer_id": ID, "items": lines}, ["customer_id", "items"])
+    return _obj({"customer_id": ID, "items": lines}, ["items"])
 
 
 CONFIRM = _obj(
@@ -146,12 +147,28 @@ DECISION = {
 }
 
 
+Security = list[dict[str, list[str]]]
+CUSTOMER: Security = [{"customerToken": []}]  # outside FLASHSALE_ENV=dev, every customer route
+OWNER: Security = [{"customerToken": []}, {"adminKey": []}]  # the customer, or the admin
+
+
+def _customer(op: dict[str, Any], who: Security = CUSTOMER) -> dict[str, Any]:
+    op["security"] = who
+    return op
+
+
 def document(settings: Settings) -> dict[str, Any]:
     sale, hold = "/v1/sales/{sale}", "/v1/sales/{sale}/holds/{hold}"
     admin = "/v1/admin/sales/{sale}"
     create_hold = _op("Place a hold (checkout)", 201, ["sale"], "Checkout")
     create_hold["parameters"].append(IDEM)
-    create_hold["security"] = [{}, {"admissionToken": []}]  # the token: sales with a room
+    # The admission token too, on sales with a waiting room.
+    create_hold["security"] = [
+        {"customerToken": []},
+        {"customerToken": [], "admissionToken": []},
+    ]
+    join = _op("Join the waiting room (201; 200: the same ticket)", (200, 201), ["sale"], "Join")
+    join["requestBody"]["required"] = False
     backorders = _op("Backorders in one status (default open)", 200, [], admin=True)
     backorders["parameters"] = [
         {"name": "status", "in": "query", "required": False, "schema": {"type": "string"}}
@@ -184,18 +201,24 @@ def document(settings: Settings) -> dict[str, Any]:
         sale: {"get": _op("A sale with soft availability levels", 200, ["sale"])},
         f"{sale}/holds": {"post": create_hold},
         f"{sale}/queue": {
-            "post": _op(
-                "Join the waiting room (201; 200: the same ticket)", (200, 201), ["sale"], "Join"
-            ),
+            "post": _customer(join),
             "get": _op("The room's public figures and shuffle commitment", 200, ["sale"]),
         },
         f"{sale}/queue/{{ticket}}": {"get": _op("A ticket's status", 200, ["sale", "ticket"])},
         "/sales/{sale}/waiting-room": {"get": page},
-        hold: {"get": _op("A hold and its status", 200, ["sale", "hold"])},
-        f"{hold}/confirm": {"post": _op("Confirm (pay) a hold", 200, ["sale", "hold"], "Confirm")},
-        f"{hold}/release": {"post": _op("Give the units back", 200, ["sale", "hold"])},
-        f"{hold}/extend": {"post": _op("Extend the hold once", 200, ["sale", "hold"])},
-        "/v1/orders/{order}": {"get": _op("Order status and saga progress", 200, ["order"])},
+        hold: {"get": _customer(_op("A hold and its status", 200, ["sale", "hold"]), OWNER)},
+        f"{hold}/confirm": {
+            "post": _customer(_op("Confirm (pay) a hold", 200, ["sale", "hold"], "Confirm"), OWNER)
+        },
+        f"{hold}/release": {
+            "post": _customer(_op("Give the units back", 200, ["sale", "hold"]), OWNER)
+        },
+        f"{hold}/extend": {
+            "post": _customer(_op("Extend the hold once", 200, ["sale", "hold"]), OWNER)
+        },
+        "/v1/orders/{order}": {
+            "get": _customer(_op("The customer's own order", 200, ["order"]), OWNER)
+        },
         "/v1/admin/orders/{order}": {
             "get": _op("An order with payment, suppliers and margins", 200, ["order"], admin=True)
         },
@@ -215,12 +238,18 @@ def document(settings: Settings) -> dict[str, Any]:
                 "Sale": SALE,
                 "Checkout": _checkout(settings),
                 "Confirm": CONFIRM,
-                "Join": _obj({"customer_id": ID}, ["customer_id"]),
+                "Join": _obj({"customer_id": ID}),
                 "BackorderDecision": DECISION,
                 "Problem": PROBLEM_SCHEMA,
             },
             "securitySchemes": {
                 "adminKey": {"type": "http", "scheme": "bearer"},
+                "customerToken": {
+                    "type": "apiKey",
+                    "in": "header",
+                    "name": "X-Customer-Token",
+                    "description": "a JWT the shop signs: sub (the customer), exp, aud",
+                },
                 "admissionToken": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"},
             },
         },

@@ -7,6 +7,7 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.types import Receive, Scope, Send
 
 from flashsale.engine.errors import EngineUnavailable
+from flashsale.gateway import callers
 from flashsale.gateway.http import send_bytes
 from flashsale.gateway.responses import json_response
 from flashsale.gateway.state import GatewayState
@@ -64,16 +65,20 @@ async def _stock_gauges(state: GatewayState) -> list[tuple[str, dict[str, str], 
 
 
 async def metrics(request: Request) -> Response:
+    """Unit counts (stock per sku, units left per room) only with the admin key, or when
+    FLASHSALE_PUBLIC_STOCK=exact: exact stock helps a bot time its requests."""
     state: GatewayState = request.app.state.gateway
+    exact = state.settings.public_stock == "exact" or callers.is_admin(state, request.scope)
     gauges: list[tuple[str, dict[str, str], float]] = []
     batcher = state.engine.batcher
     if batcher is not None:
         gauges.append(("flashsale_redis_batches", {}, batcher.batches))
         gauges.append(("flashsale_redis_batched_calls", {}, batcher.calls))
     try:
-        gauges += await _stock_gauges(state)
+        gauges += await _stock_gauges(state) if exact else []
     except EngineUnavailable:
         gauges.append(("flashsale_redis_up", {}, 0))
-    gauges += await request.app.state.queue.metric_gauges()  # waiting rooms (room/worker.py)
+    # The waiting rooms (room/worker.py).
+    gauges += await request.app.state.queue.metric_gauges(units=exact)
     text = state.metrics.render(gauges)
     return PlainTextResponse(text, media_type="text/plain; version=0.0.4")

@@ -13,6 +13,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
+from flashsale.gateway import callers
 from flashsale.gateway.admin import require_admin
 from flashsale.gateway.problems import Problem, invalid, unavailable
 from flashsale.gateway.responses import json_response, read_json
@@ -38,14 +39,14 @@ def _when(at: datetime | None) -> str | None:
 
 def _backorder(r: Row, admin: bool) -> dict[str, Any]:
     doc: dict[str, Any] = {
-        "id": r["id"],
-        "order_id": r["order_id"],
         "sku": r["sku"],
         "qty": r["qty"],
         "status": r["status"],
         "promised_date": r["promised_date"].isoformat() if r["promised_date"] else None,
     }
     if admin:
+        doc["id"] = r["id"]
+        doc["order_id"] = r["order_id"]
         doc["options"] = json.loads(r["options"])
         doc["decision"] = json.loads(r["decision"]) if r["decision"] else None
         doc["created_at"] = _when(r["created_at"])
@@ -93,7 +94,30 @@ def _admin_part(found: OrderRecord, lines: list[dict[str, Any]]) -> dict[str, An
     return {"customer_id": o["customer_id"], "payment": payment}
 
 
+def _notices(found: OrderRecord, admin: bool) -> list[dict[str, Any]]:
+    """The customer sees what was sent to them; the admin sees every notification and whether
+    it was delivered."""
+    out = []
+    for n in found.notices:
+        if admin:
+            delivered = _when(n["delivered_at"])
+            out.append(
+                {
+                    "topic": n["topic"],
+                    "recipient": n["recipient"],
+                    "at": _when(n["created_at"]),
+                    "delivered_at": delivered,
+                }
+            )
+        elif n["recipient"] == "customer":
+            out.append({"topic": n["topic"], "at": _when(n["created_at"])})
+    return out
+
+
 def order_doc(found: OrderRecord, admin: bool) -> dict[str, Any]:
+    """What a customer may see of their order: status, lines, amounts, dates, backorders and
+    the notifications sent to them. The admin view adds the saga, the transitions and their
+    causes, the payment's ids, and per line who ships it at what cost and margin."""
     o = found.order
     lines = [
         {"sku": r["sku"], "qty": r["qty"], "price_minor": r["price_minor"], "status": r["status"]}
@@ -104,10 +128,17 @@ def order_doc(found: OrderRecord, admin: bool) -> dict[str, Any]:
         "sale_id": o["sale_id"],
         "status": o["status"],
         "total_minor": o["total_minor"],
+        "paid_minor": o["captured_minor"],
+        "refunded_minor": o["refunded_minor"],
         "created_at": _when(o["created_at"]),
         "updated_at": _when(o["updated_at"]),
-        "saga": _saga(found),
-        "transitions": [
+        "lines": lines,
+        "backorders": [_backorder(r, admin) for r in found.backorders],
+        "notifications": _notices(found, admin),
+    }
+    if admin:
+        doc["saga"] = _saga(found)
+        doc["transitions"] = [
             {
                 "from": t["from_status"],
                 "to": t["to_status"],
@@ -115,16 +146,12 @@ def order_doc(found: OrderRecord, admin: bool) -> dict[str, Any]:
                 "at": _when(t["at"]),
             }
             for t in found.transitions
-        ],
-        "lines": lines,
-        "backorders": [_backorder(r, admin) for r in found.backorders],
-    }
-    if admin:
+        ]
         doc.update(_admin_part(found, lines))
     return doc
 
 
-async def order_view(state: GatewayState, order_id: str, admin: bool) -> dict[str, Any]:
+async def _record(state: GatewayState, order_id: str) -> OrderRecord:
     try:
         async with state.pool.acquire() as conn:
             found = await order_record(conn, order_id)
@@ -132,19 +159,24 @@ async def order_view(state: GatewayState, order_id: str, admin: bool) -> dict[st
         raise unavailable() from exc
     if found is None:
         raise Problem(404, "NOT_FOUND", f"no order {order_id}")
-    return order_doc(found, admin)
+    return found
 
 
 async def get_order(request: Request) -> Response:
+    """The customer's own order; another customer's answers 404, as a missing one does."""
     state: GatewayState = request.app.state.gateway
+    owner = callers.owner(state, request.scope)
     order_id = parse_path_id(request.path_params["order"], "order id")
-    return json_response(await order_view(state, order_id, admin=False))
+    found = await _record(state, order_id)
+    if owner and found.order["customer_id"] != owner:
+        raise Problem(404, "NOT_FOUND", f"no order {order_id}")
+    return json_response(order_doc(found, admin=False))
 
 
 async def get_order_admin(request: Request) -> Response:
     state = require_admin(request)
     order_id = parse_path_id(request.path_params["order"], "order id")
-    return json_response(await order_view(state, order_id, admin=True))
+    return json_response(order_doc(await _record(state, order_id), admin=True))
 
 
 async def list_backorders(request: Request) -> Response:

@@ -34,6 +34,7 @@ STATUS_OF: dict[str, tuple[int, str]] = {
     Code.BAD_TRANSITION: (409, "BAD_TRANSITION"),
     Code.NOT_ADMITTED: (403, "NOT_ADMITTED"),
     Code.TOKEN_EXHAUSTED: (403, "TOKEN_EXHAUSTED"),
+    Code.TOKEN_EXPIRED: (401, "TOKEN_EXPIRED"),
     Code.NO_WAITING_ROOM: (409, "NO_WAITING_ROOM"),
     Code.RATE_LIMITED: (429, "RATE_LIMITED"),
 }
@@ -67,6 +68,9 @@ TITLES = {
     "MALFORMED_JSON": "The body is not valid JSON",
     "PAYLOAD_TOO_LARGE": "The body is too large",
     "UNAUTHORIZED": "Missing or wrong credentials",
+    "CUSTOMER_UNAUTHENTICATED": "The customer token is missing or not valid",
+    "CUSTOMER_MISMATCH": "The body names another customer than the token",
+    "UNSUPPORTED_MEDIA_TYPE": "The body must be application/json",
     "METHOD_NOT_ALLOWED": "Method not allowed",
     "RATE_LIMITED": "Too many requests",
     "UNAVAILABLE": "Temporarily unavailable",

@@ -26,6 +26,18 @@ def availability(sku: SkuStock) -> str:
     return "in_stock"
 
 
+async def _names(state: GatewayState, sale_id: str) -> dict[str, str]:
+    """The sale's name (key '') and its items' names, from the record PostgreSQL keeps (cached
+    per worker); while PostgreSQL cannot say, ids stand in for names."""
+    try:
+        record = await state.records.get(sale_id)
+    except EngineUnavailable:
+        return {}
+    if record is None:
+        return {}
+    return {"": record.name} | {i.sku: i.name for i in record.items if i.name}
+
+
 async def get_sale(request: Request) -> Response:
     state: GatewayState = request.app.state.gateway
     sale_id = request.path_params["sale"]
@@ -37,13 +49,18 @@ async def get_sale(request: Request) -> Response:
         raise unavailable() from exc
     if live is None:
         raise Problem(404, "NOT_FOUND", f"no sale {sale_id}")
+    names = await _names(state, sale_id)
     doc: dict[str, Any] = {
         "sale_id": sale_id,
+        "name": names.get("", sale_id),
         "status": live.status,
         "starts_at": iso(live.starts_at_ms),
         "ends_at": iso(live.ends_at_ms) if live.ends_at_ms else None,
         "hold_ttl_s": live.hold_ttl_ms // 1000,
         "per_user_limit": live.per_user_limit,
-        "items": [{"sku": s.sku, "availability": availability(s)} for s in live.skus],
+        "items": [
+            {"sku": s.sku, "name": names.get(s.sku, s.sku), "availability": availability(s)}
+            for s in live.skus
+        ],
     }
     return json_response(doc, headers={"Cache-Control": "public, max-age=1"})

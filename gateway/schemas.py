@@ -67,9 +67,10 @@ def iso(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds")[:-6] + "Z"
 
 
-def parse_checkout(doc: dict[str, Any]) -> tuple[str, list[tuple[str, int]]]:
-    _fields(doc, "body", {"customer_id", "items"})
-    customer = _id(doc["customer_id"], "customer_id")
+def parse_checkout(doc: dict[str, Any]) -> tuple[str | None, list[tuple[str, int]]]:
+    """(the body's customer_id, which may be left out: the token says who; the cart)."""
+    _fields(doc, "body", {"items"}, {"customer_id"})
+    customer = optional_customer(doc)
     items = doc["items"]
     if not isinstance(items, list) or not items:
         raise invalid("items must be a non-empty list")
@@ -78,6 +79,12 @@ def parse_checkout(doc: dict[str, Any]) -> tuple[str, list[tuple[str, int]]]:
         _fields(line, f"items[{i}]", {"sku", "qty"})
         cart.append((_id(line["sku"], f"items[{i}].sku"), _int(line["qty"], f"items[{i}].qty", 1)))
     return customer, cart
+
+
+def optional_customer(doc: dict[str, Any]) -> str | None:
+    if "customer_id" not in doc:
+        return None
+    return _id(doc["customer_id"], "customer_id")
 
 
 def parse_confirm(doc: dict[str, Any]) -> str:
@@ -120,7 +127,10 @@ def parse_sale(sale_id: str, doc: dict[str, Any]) -> SaleRecord:
 
 
 def _item(doc: Any, where: str) -> ItemConfig:
-    _fields(doc, where, {"sku", "price_minor", "suppliers"})
+    _fields(doc, where, {"sku", "price_minor", "suppliers"}, {"name"})
+    name = doc.get("name", "")
+    if not isinstance(name, str) or len(name) > 200 or ("name" in doc and not name):
+        raise invalid(f"{where}.name must be a string of 1 to 200 characters")
     suppliers = doc["suppliers"]
     if not isinstance(suppliers, list) or not 1 <= len(suppliers) <= 50:
         raise invalid(f"{where}.suppliers must be a list of 1 to 50 suppliers")
@@ -128,6 +138,7 @@ def _item(doc: Any, where: str) -> ItemConfig:
         sku=_id(doc["sku"], f"{where}.sku"),
         price_minor=_int(doc["price_minor"], f"{where}.price_minor"),
         suppliers=tuple(_supplier(s, f"{where}.suppliers[{j}]") for j, s in enumerate(suppliers)),
+        name=name,
     )
 
 

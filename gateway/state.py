@@ -1,4 +1,5 @@
-"""What one gateway worker owns: settings, the Redis engine, the PostgreSQL pool, its metrics."""
+"""What one gateway worker owns: settings, the Redis engine, the PostgreSQL pool and the sale
+records over it, the customer-token verifier, the rate limits, its metrics."""
 
 from __future__ import annotations
 
@@ -7,8 +8,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from flashsale.engine import Engine, Settings
+from flashsale.engine.rate_limit import RateLimiter
 from flashsale.engine.results import SaleState
+from flashsale.gateway.identity import CustomerTokens
 from flashsale.gateway.metrics import Metrics
+from flashsale.gateway.rate_limits import RateLimits
+from flashsale.gateway.sale_records import SaleRecords
 
 PUBLIC_VIEW_TTL_S = 1.0
 
@@ -18,8 +23,21 @@ class GatewayState:
     settings: Settings
     engine: Engine
     pool: Any  # asyncpg.Pool (asyncpg ships no type hints)
-    metrics: Metrics = field(default_factory=Metrics)
+    records: SaleRecords
+    customers: CustomerTokens
+    limits: RateLimits
+    metrics: Metrics
     _views: dict[str, tuple[float, SaleState | None]] = field(default_factory=dict)
+
+    @classmethod
+    def build(cls, settings: Settings, engine: Engine, pool: Any) -> GatewayState:
+        """Everything a worker needs; bad settings (a malformed key list, an unreadable JWKS)
+        fail here, at start-up, not on a request."""
+        metrics = Metrics()
+        records = SaleRecords(pool)
+        limits = RateLimits(settings, RateLimiter(engine), records, metrics)
+        customers = CustomerTokens.from_settings(settings)
+        return cls(settings, engine, pool, records, customers, limits, metrics)
 
     async def cached_stock(self, sale_id: str) -> SaleState | None:
         """A sale's stock at most PUBLIC_VIEW_TTL_S old: a crowd refreshing the sale page costs

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any, Protocol
+from urllib.parse import quote
 
 import httpx
 import orjson
@@ -88,14 +89,25 @@ def _decode(reply: httpx.Response) -> dict[str, Any]:
     return body
 
 
+def segment(value: str) -> str:
+    """An id a party gave us, made safe to put in a URL path (it may hold '/', '?', '..')."""
+    return quote(value, safe="")
+
+
 class _Http:
-    def __init__(self, client: httpx.AsyncClient) -> None:
+    """JSON over HTTP to one party; `auth` (from the settings) goes in the Authorization
+    header, never in a URL, where proxies and logs would keep it."""
+
+    def __init__(self, client: httpx.AsyncClient, auth: str = "") -> None:
         self.client = client
+        self.auth = auth
 
     async def call(
         self, method: str, url: str, key: str = "", body: dict[str, Any] | None = None
     ) -> tuple[int, dict[str, Any]]:
         headers = {"content-type": "application/json"}
+        if self.auth:
+            headers["authorization"] = self.auth
         if key:
             headers["idempotency-key"] = key
         try:
@@ -122,8 +134,8 @@ class _Http:
 
 
 class HttpPaymentProvider:
-    def __init__(self, client: httpx.AsyncClient, base_url: str) -> None:
-        self._http = _Http(client)
+    def __init__(self, client: httpx.AsyncClient, base_url: str, auth: str = "") -> None:
+        self._http = _Http(client, auth)
         self._base = base_url.rstrip("/")
 
     async def authorize(
@@ -145,45 +157,46 @@ class HttpPaymentProvider:
         raise PartyUnavailable(f"authorize {order_id}: unexpected HTTP {status} {doc}")
 
     async def capture(self, key: str, authorization_id: str, amount_minor: int) -> Answer:
-        url = f"{self._base}/authorizations/{authorization_id}/capture"
+        url = f"{self._base}/authorizations/{segment(authorization_id)}/capture"
         return await self._http.write(url, key, {"amount_minor": amount_minor})
 
     async def void(self, key: str, authorization_id: str) -> Answer:
         return await self._http.write(
-            f"{self._base}/authorizations/{authorization_id}/void", key, {}
+            f"{self._base}/authorizations/{segment(authorization_id)}/void", key, {}
         )
 
     async def refund(self, key: str, authorization_id: str, amount_minor: int) -> Answer:
-        url = f"{self._base}/authorizations/{authorization_id}/refund"
+        url = f"{self._base}/authorizations/{segment(authorization_id)}/refund"
         return await self._http.write(url, key, {"amount_minor": amount_minor})
 
 
 class HttpSuppliers:
     """One URL template for every supplier: `{supplier}` is replaced by the supplier's id."""
 
-    def __init__(self, client: httpx.AsyncClient, url_template: str) -> None:
+    def __init__(self, client: httpx.AsyncClient, url_template: str, auth: str = "") -> None:
         if "{supplier}" not in url_template:
             raise ValueError("the supplier URL must contain {supplier}")
-        self._http = _Http(client)
+        self._http = _Http(client, auth)
         self._template = url_template.rstrip("/")
 
     def _url(self, supplier_id: str) -> str:
-        return self._template.replace("{supplier}", supplier_id)
+        return self._template.replace("{supplier}", segment(supplier_id))
 
     async def allocate(self, supplier_id: str, key: str, sku: str, qty: int, lock_s: int) -> Answer:
         url = f"{self._url(supplier_id)}/allocations"
         return await self._http.write(url, key, {"sku": sku, "qty": qty, "lock_s": lock_s}, (201,))
 
     async def confirm(self, supplier_id: str, key: str, allocation_id: str) -> Answer:
-        url = f"{self._url(supplier_id)}/allocations/{allocation_id}/confirm"
+        url = f"{self._url(supplier_id)}/allocations/{segment(allocation_id)}/confirm"
         return await self._http.write(url, key, {})
 
     async def cancel(self, supplier_id: str, key: str, allocation_id: str) -> Answer:
-        url = f"{self._url(supplier_id)}/allocations/{allocation_id}/cancel"
+        url = f"{self._url(supplier_id)}/allocations/{segment(allocation_id)}/cancel"
         return await self._http.write(url, key, {})
 
     async def stock(self, supplier_id: str, sku: str) -> StockQuote | None:
-        status, doc = await self._http.call("GET", f"{self._url(supplier_id)}/stock/{sku}")
+        url = f"{self._url(supplier_id)}/stock/{segment(sku)}"
+        status, doc = await self._http.call("GET", url)
         if status == 404:
             return None
         available, cost = doc.get("available"), doc.get("cost_minor")

@@ -78,8 +78,8 @@ async def saga_jobs(
         ):
             parties = Parties(
                 engine,
-                HttpPaymentProvider(client, settings.local_payment_url),
-                HttpSuppliers(client, settings.local_supplier_url),
+                HttpPaymentProvider(client, settings.local_payment_url, settings.payment_auth),
+                HttpSuppliers(client, settings.local_supplier_url, settings.supplier_auth),
                 settings.supplier_lock_s,
                 tuple(s for s in settings.secondary_suppliers.split(",") if s),
                 settings.backorder_wait_days,

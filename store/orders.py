@@ -27,6 +27,9 @@ FROM saga_steps WHERE order_id = $1 ORDER BY updated_at, step
 _TRANSITIONS = """
 SELECT from_status, to_status, cause, at FROM order_transitions WHERE order_id = $1 ORDER BY id
 """
+_NOTICES = """
+SELECT topic, recipient, created_at, delivered_at FROM outbox WHERE order_id = $1 ORDER BY id
+"""
 BACKORDER_COLUMNS = """
 id, order_id, sku, hold_supplier, qty, status, options, decision, promised_date, created_at,
 decided_at
@@ -41,6 +44,7 @@ class OrderRecord:
     steps: list[Row]
     transitions: list[Row]
     backorders: list[Row]
+    notices: list[Row]  # topic, recipient, created_at, delivered_at
 
 
 async def order_record(conn: Connection, order_id: str) -> OrderRecord | None:
@@ -54,4 +58,5 @@ async def order_record(conn: Connection, order_id: str) -> OrderRecord | None:
         await conn.fetch(_STEPS, order_id),
         await conn.fetch(_TRANSITIONS, order_id),
         await conn.fetch(_BACKORDERS, order_id),
+        await conn.fetch(_NOTICES, order_id),
     )

@@ -153,10 +153,10 @@ async def _drop_removed(conn: Connection, sale_id: str, removed: Sequence[Key]) 
 
 
 _UPSERT_SKUS = """
-INSERT INTO skus (sale_id, sku, price_minor, position)
-SELECT $1, * FROM unnest($2::text[], $3::bigint[], $4::integer[])
+INSERT INTO skus (sale_id, sku, price_minor, position, name)
+SELECT $1, * FROM unnest($2::text[], $3::bigint[], $4::integer[], $5::text[])
 ON CONFLICT (sale_id, sku) DO UPDATE SET
-    price_minor = EXCLUDED.price_minor, position = EXCLUDED.position
+    price_minor = EXCLUDED.price_minor, position = EXCLUDED.position, name = EXCLUDED.name
 """
 
 _UPSERT_SUPPLIER_SKUS = """
@@ -176,14 +176,14 @@ ON CONFLICT (sale_id, sku, supplier_id) DO UPDATE SET
 
 
 async def _write_items(conn: Connection, record: SaleRecord) -> None:
-    items = [(i.sku, i.price_minor, n) for n, i in enumerate(record.items)]
+    items = [(i.sku, i.price_minor, n, i.name or None) for n, i in enumerate(record.items)]
     mappings = [
         (i.sku, s.supplier_id, s.cost_minor, s.priority, n)
         for i in record.items
         for n, s in enumerate(i.suppliers)
     ]
     levels = [(sku, supplier, stock) for (sku, supplier), stock in _stock(record).items()]
-    await conn.execute(_UPSERT_SKUS, record.sale_id, *columns(items, 3))
+    await conn.execute(_UPSERT_SKUS, record.sale_id, *columns(items, 4))
     await conn.execute(_UPSERT_SUPPLIER_SKUS, record.sale_id, *columns(mappings, 5))
     await conn.execute(_UPSERT_LEVELS, record.sale_id, *columns(levels, 3))
 
@@ -255,7 +255,8 @@ ORDER BY m.sku, m.position
 
 async def _load_items(conn: Connection, sale_id: str) -> tuple[ItemConfig, ...]:
     skus = await conn.fetch(
-        "SELECT sku, price_minor FROM skus WHERE sale_id = $1 ORDER BY position, sku", sale_id
+        "SELECT sku, price_minor, name FROM skus WHERE sale_id = $1 ORDER BY position, sku",
+        sale_id,
     )
     by_sku: dict[str, list[SupplierStockConfig]] = {row["sku"]: [] for row in skus}
     for row in await conn.fetch(_SUPPLIERS, sale_id):
@@ -265,7 +266,8 @@ async def _load_items(conn: Connection, sale_id: str) -> tuple[ItemConfig, ...]:
             )
         )
     return tuple(
-        ItemConfig(row["sku"], row["price_minor"], tuple(by_sku[row["sku"]])) for row in skus
+        ItemConfig(row["sku"], row["price_minor"], tuple(by_sku[row["sku"]]), row["name"] or "")
+        for row in skus
     )
 
 

@@ -15,12 +15,21 @@ from starlette.types import Receive, Scope, Send
 
 from flashsale.engine.keys import ID_PATTERN
 from flashsale.engine.results import Code
+from flashsale.engine.settings import Settings
 from flashsale.engine.waiting_room import JoinResult
-from flashsale.gateway.http import parse_json_object, read_body, send_json, send_problem
+from flashsale.gateway import callers
+from flashsale.gateway.http import (
+    parse_json_object,
+    read_body,
+    require_json,
+    send_json,
+    send_problem,
+)
 from flashsale.gateway.problems import Problem, engine_call, from_code, invalid
 from flashsale.gateway.responses import json_response
 from flashsale.gateway.room.worker import QueueService
-from flashsale.gateway.schemas import iso
+from flashsale.gateway.schemas import iso, optional_customer
+from flashsale.gateway.state import GatewayState
 
 NO_STORE = {"Cache-Control": "no-store"}
 JSON_NO_STORE = [(b"content-type", b"application/json"), (b"cache-control", b"no-store")]
@@ -44,17 +53,21 @@ def _sale_id(scope: Scope) -> str:
     return sale_id
 
 
-def parse_join(doc: dict[str, Any]) -> str:
-    if doc.keys() != {"customer_id"}:
-        missing = {"customer_id"} - doc.keys()
-        unknown = ", ".join(sorted(doc.keys() - {"customer_id"}))
-        raise invalid(
-            "body misses customer_id" if missing else f"body has unknown fields {unknown}"
-        )
-    customer = doc["customer_id"]
-    if not isinstance(customer, str) or not ID_PATTERN.fullmatch(customer):
-        raise invalid("customer_id must be 1-64 characters of A-Z a-z 0-9 _ -")
-    return customer
+def parse_join(doc: dict[str, Any]) -> str | None:
+    """The body's customer_id, which may be left out (the customer token says who)."""
+    unknown = ", ".join(sorted(doc.keys() - {"customer_id"}))
+    if unknown:
+        raise invalid(f"body has unknown fields {unknown}")
+    return optional_customer(doc)
+
+
+async def _join_body(scope: Scope, receive: Receive, max_bytes: int) -> dict[str, Any]:
+    """The JSON object of the body; no body at all reads as {} (the token says who)."""
+    body = await read_body(scope, receive, max_bytes)
+    if not body:
+        return {}
+    require_json(scope)
+    return parse_json_object(body)
 
 
 def _join_refusal(result: JoinResult, sale_id: str) -> Problem:
@@ -66,7 +79,8 @@ def _join_refusal(result: JoinResult, sale_id: str) -> Problem:
 
 
 class JoinQueue:
-    """POST /v1/sales/{sale}/queue {customer_id}: 201 with a new ticket, 200 with the same one."""
+    """POST /v1/sales/{sale}/queue (X-Customer-Token): 201 with a new ticket, 200 with the
+    customer's ticket when they joined before."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
@@ -79,10 +93,11 @@ class JoinQueue:
     async def _handle(
         self, service: QueueService, scope: Scope, receive: Receive
     ) -> tuple[int, dict[str, Any]]:
+        state: GatewayState = scope["app"].state.gateway
         sale_id = _sale_id(scope)
-        body = await read_body(scope, receive, service.settings.max_body_bytes)
-        customer = parse_join(parse_json_object(body))
-        await service.limit(scope, sale_id, customer)
+        doc = await _join_body(scope, receive, service.settings.max_body_bytes)
+        customer = callers.customer(state, scope, parse_join(doc))
+        await state.limits.take(scope, sale_id, "join", customer)
         result = await engine_call(service.room.queue_join(sale_id, customer))
         if result.code is not Code.OK:
             raise _join_refusal(result, sale_id)
@@ -135,7 +150,7 @@ async def room_info(request: Request) -> Response:
         "admitted": state.admitted,
         "abandoned": state.skipped,
         "active": state.active,
-        "units_left": state.units_left,
+        **_stock(service.settings, state.units_left),
         "admit_rate_per_s": state.rate_per_s,
         "measured_admit_rate_per_s": round(window.admit_rate(), 2) if window else 0.0,
         "seed_sha256": state.seed_sha256 or None,
@@ -144,6 +159,13 @@ async def room_info(request: Request) -> Response:
         "shuffle": SHUFFLE,
     }
     return json_response(doc, headers=NO_STORE)
+
+
+def _stock(settings: Settings, units_left: int) -> dict[str, Any]:
+    """The room's public figure of stock: a level, unless FLASHSALE_PUBLIC_STOCK=exact."""
+    if settings.public_stock == "exact":
+        return {"units_left": units_left}
+    return {"stock": "in_stock" if units_left > 0 else "sold_out"}
 
 
 def _page() -> tuple[bytes, str]:
@@ -166,11 +188,19 @@ def _page() -> tuple[bytes, str]:
 
 
 PAGE, PAGE_CSP = _page()
+# Dev mode's page also offers a customer-ID box for visitors who come without the shop's pass.
+DEV_PAGE = PAGE.replace(b'data-dev="0"', b'data-dev="1"', 1)
 
 
 async def waiting_room_page(request: Request) -> Response:
-    """GET /sales/{sale}/waiting-room: plain HTML and a little JS that polls the status route."""
+    """GET /sales/{sale}/waiting-room: plain HTML and a little JS that polls the status route.
+    The shop links here with the customer's token in the fragment (#customer_token=...)."""
     service = _service(request.scope)
     await service.room_state(_sale_id(request.scope))
-    headers = {"Content-Security-Policy": PAGE_CSP, "Cache-Control": "no-cache"}
-    return Response(PAGE, 200, headers, media_type="text/html; charset=utf-8")
+    headers = {
+        "Content-Security-Policy": PAGE_CSP,
+        "Cache-Control": "no-cache",
+        "Referrer-Policy": "no-referrer",
+    }
+    page = DEV_PAGE if service.settings.dev else PAGE
+    return Response(page, 200, headers, media_type="text/html; charset=utf-8")

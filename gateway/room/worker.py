@@ -4,20 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import math
 import time
 from typing import Any
 
-from starlette.types import Scope
-
 from flashsale.engine.api import Engine
 from flashsale.engine.errors import EngineUnavailable
-from flashsale.engine.rate_limit import RateLimiter
-from flashsale.engine.sale import RateLimitConfig
 from flashsale.engine.settings import Settings
 from flashsale.engine.waiting_room import RoomState, WaitingRoom
 from flashsale.gateway.problems import Problem, engine_call
-from flashsale.gateway.rate_limits import Limits, TrustedProxies, buckets, client_address
 from flashsale.gateway.room.admission import AdmissionLoops
 from flashsale.gateway.room.tokens import KeyRing, Tickets, Tokens
 from flashsale.gateway.room.views import RoomViews
@@ -42,26 +36,24 @@ def _check(settings: Settings) -> None:
             "FLASHSALE_QUEUE_GHOST_AFTER_MS must exceed the poll interval plus the heartbeat "
             "flush interval, or waiters who poll on time would be skipped"
         )
-    for name in ("rate_per_client_per_s", "rate_burst", "rate_per_sale_per_s"):
+    limits = ("rate_per_client_per_s", "rate_burst", "rate_per_sale_per_s", "rate_status_per_s")
+    for name in (*limits, "rate_status_burst"):
         if getattr(settings, name) < 0:
             raise ValueError(f"FLASHSALE_{name.upper()} must not be negative")
 
 
 class QueueService:
-    """Tokens, tickets, room views, rate limits and the admission loops of one worker."""
+    """Tokens, tickets, room views and the admission loops of one worker."""
 
-    def __init__(self, settings: Settings, engine: Engine, pool: Any) -> None:
+    def __init__(self, settings: Settings, engine: Engine, records: SaleRecords) -> None:
         _check(settings)
         self.settings = settings
         ring = KeyRing.from_settings(settings)
         self.tokens = Tokens(ring)
         self.tickets = Tickets(ring)
         self.room = WaitingRoom(engine)
-        self.limiter = RateLimiter(engine)
-        self.records = SaleRecords(pool)
         self.views = RoomViews(self.room, self.tokens, settings)
-        self.loops = AdmissionLoops(self.room, self.records, settings)
-        self.proxies = TrustedProxies.parse(settings.trusted_proxies)
+        self.loops = AdmissionLoops(self.room, records, settings)
         self._tasks: list[asyncio.Task[None]] = []
 
     def start(self) -> None:
@@ -79,30 +71,6 @@ class QueueService:
         while True:
             await asyncio.sleep(self.settings.queue_beat_flush_ms / 1000)
             await self.views.flush_beats()
-
-    # --- rate limits ---------------------------------------------------------------------------
-
-    async def limit(self, scope: Scope, sale_id: str, customer_id: str) -> None:
-        """Takes a token from the customer's, the address's and the sale's buckets, or raises
-        429. Without PostgreSQL the settings' defaults apply: limits fail open, not checkout."""
-        try:
-            record = await self.records.get(sale_id)
-        except EngineUnavailable:
-            record = None
-        limits = Limits.of(record.rate_limit if record else RateLimitConfig(), self.settings)
-        if not limits.on:
-            return
-        address = client_address(scope, self.proxies)
-        wanted = buckets(sale_id, customer_id, address, limits)
-        decision = await engine_call(self.limiter.rate_limit(wanted))
-        if not decision.allowed:
-            retry_s = max(1, math.ceil(decision.retry_after_ms / 1000))
-            raise Problem(
-                429,
-                "RATE_LIMITED",
-                f"slow down: retry in {retry_s} s",
-                {"Retry-After": str(retry_s)},
-            )
 
     # --- status --------------------------------------------------------------------------------
 
@@ -231,7 +199,9 @@ class QueueService:
 
     # --- metrics -------------------------------------------------------------------------------
 
-    async def metric_gauges(self, limit: int = 200) -> list[tuple[str, dict[str, str], float]]:
+    async def metric_gauges(
+        self, limit: int = 200, *, units: bool = True
+    ) -> list[tuple[str, dict[str, str], float]]:
         """Per room: waiting, admitted, active, abandoned (ghosts skipped), units left, the
         measured admit rate, and the mean error of this worker's first wait estimates. Rooms this
         worker serves or leads come first when there are more than `limit`."""
@@ -259,5 +229,7 @@ class QueueService:
                 "flashsale_queue_eta_error_samples": errors.count if errors else 0,
                 "flashsale_queue_leader": int(sale_id in self.loops.leading),
             }
+            if not units:
+                del figures["flashsale_queue_units_left"]
             gauges += [(name, labels, value) for name, value in figures.items()]
         return gauges

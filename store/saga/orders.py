@@ -153,7 +153,8 @@ async def _backorders(
 
 
 _NOTICE = """
-INSERT INTO outbox (topic, recipient, payload, dedupe_key) VALUES ($1, $2, $3::jsonb, $4)
+INSERT INTO outbox (topic, recipient, payload, dedupe_key, order_id)
+VALUES ($1, $2, $3::jsonb, $4, $5)
 ON CONFLICT (dedupe_key) DO NOTHING
 """
 
@@ -174,7 +175,7 @@ async def _outbox(
             **n.details,
         }
         dedupe = f"{o.order_id}:{c.step}:{c.round}:{n.topic}:{n.recipient}"
-        rows.append((n.topic, n.recipient, json.dumps(payload), dedupe))
+        rows.append((n.topic, n.recipient, json.dumps(payload), dedupe, o.order_id))
     if rows:
         await conn.executemany(_NOTICE, rows)
 
