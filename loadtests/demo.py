@@ -18,8 +18,10 @@ from pathlib import Path
 from flashsale import services
 from flashsale.engine import Settings
 from flashsale.loadtests import loadtest, saga_report
+from flashsale.loadtests.crowd.passes import customer_token
 from flashsale.loadtests.gateway_process import gateway
 from flashsale.loadtests.options import LoadOptions
+from flashsale.loadtests.run_secrets import production_secrets
 from flashsale.loadtests.sale_api import Doc, GatewayError, SaleApi, flash_sale
 from flashsale.loadtests.simulators import processes as sim
 
@@ -86,13 +88,15 @@ class Children:
 
 async def run(settings: Settings) -> int:
     urls = services.up(settings)
+    settings, secret_env = production_secrets(settings)
     sale = f"demo-{time.strftime('%Y%m%d-%H%M%S')}"
     out = Path("artifacts/demo") / sale
     out.mkdir(parents=True, exist_ok=True)
-    env = {**urls, **GATEWAY_ENV, **saga_report.SAGA_ENV}
+    env = {**urls, **GATEWAY_ENV, **saga_report.SAGA_ENV, **secret_env}
     code = 2
     with contextlib.ExitStack() as stack:
-        for party in sim.PARTIES:  # the saga's outside parties, unless already up
+        for party in sim.PARTIES:  # the saga's outside parties, with this run's credentials
+            sim.stop(settings, party)  # one an earlier run left behind knows other secrets
             if sim.start(settings, party) is not None:
                 stack.callback(sim.stop, settings, party)
         saga_report.set_scenario(settings, decline_share=0.05)
@@ -105,9 +109,11 @@ async def run(settings: Settings) -> int:
         stack.callback(children.stop_all)
         children.start("reconciler", "reconcile", "--sale", sale, ready="connected to PostgreSQL")
         units = sum(n for suppliers in STOCK.values() for _, n in suppliers)
+        visitor = customer_token(settings.customer_secret, settings.customer_audience, "visitor")
         print(
             f"sale {sale}: {units} units of {len(STOCK)} skus, 2 suppliers each, waiting room "
-            f"admitting 25/s\nwatch the line: {api.page_url}\n",
+            f"admitting 25/s; production mode with this run's own secrets\n"
+            f"watch the line (as customer 'visitor'): {api.page_url}#customer_token={visitor}\n",
             flush=True,
         )
         options = LoadOptions(

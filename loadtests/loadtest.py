@@ -106,7 +106,12 @@ async def _run_locust(
 ) -> int:
     """Locust's exit code. Its own output goes to locust.log; a progress line every
     progress_s. Stopped (SIGTERM: it still writes its reports) if this task is cancelled."""
-    env = {**os.environ, "LOCUST_ADMIN_KEY": settings.admin_key}  # not on the command line
+    # Secrets go in the environment, never on a command line.
+    env = {
+        **os.environ,
+        "LOCUST_ADMIN_KEY": settings.admin_key,
+        "LOCUST_CUSTOMER_SECRET": settings.customer_secret,
+    }
     with (options.out / "locust.log").open("wb") as locust_log:
         process = await asyncio.create_subprocess_exec(
             *locust_command(options),

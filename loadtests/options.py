@@ -63,6 +63,14 @@ OPTIONS = (
     Option("settle_s", float, None, "wait for open holds to expire (default TTL + 5)", LOADTEST),
     Option("drain_timeout_s", float, 60.0, "how long the reconciler may take to drain", LOADTEST),
     Option("admin_key", str, "", "admin key (default FLASHSALE_ADMIN_KEY)", LOCUST, secret=True),
+    Option(
+        "customer_secret",
+        str,
+        "",
+        "the shop's key for customer tokens (default FLASHSALE_CUSTOMER_SECRET)",
+        LOCUST,
+        secret=True,
+    ),
     Option("bot_addresses", int, 4, "client addresses the bots share (X-Forwarded-For)", LOCUST),
     Option(
         "outcomes_file",

@@ -14,15 +14,32 @@ from flashsale import services
 from flashsale.engine import Engine, Settings
 from flashsale.engine.connection import connect
 from flashsale.loadtests.bench.engine import Row
+from flashsale.loadtests.crowd.passes import customer_token
 from flashsale.loadtests.gateway_process import Gateway, gateway
+from flashsale.loadtests.run_secrets import production_secrets
 from flashsale.services import require_binary
 
 SALE = "bench-gateway"
+CUSTOMERS = 20_000  # distinct customer tokens, taken in turn: each is verified once, then cached
+# Each checkout as a customer of the shop would send it: its own signed customer token.
 CHECKOUT_LUA = """
-wrk.method = "POST"
-wrk.body = '{"customer_id":"bench","items":[{"sku":"hot","qty":1}]}'
-wrk.headers["Content-Type"] = "application/json"
+local tokens = { %s }
+local n, i = #tokens, 0
+request = function()
+  i = i %% n + 1
+  return wrk.format("POST", nil, {
+    ["Content-Type"] = "application/json", ["X-Customer-Token"] = tokens[i]
+  }, '{"items":[{"sku":"hot","qty":1}]}')
+end
 """
+
+
+def checkout_script(settings: Settings) -> str:
+    passes = (
+        customer_token(settings.customer_secret, settings.customer_audience, f"bench-{n}")
+        for n in range(CUSTOMERS)
+    )
+    return CHECKOUT_LUA % ", ".join(f'"{p}"' for p in passes)
 
 
 def _admin(gw: Gateway, settings: Settings, method: str, path: str, body: object = None) -> None:
@@ -95,7 +112,10 @@ def forget_bench_sale(settings: Settings, redis_url: str) -> None:
 
 
 def bench_gateway(settings: Settings, seconds: int, connections: int, workers: int) -> list[Row]:
+    """In production mode (this run's own secrets): checkouts pay for customer-token checks."""
     env = services.up(settings, log=lambda _line: None)
+    settings, secret_env = production_secrets(settings)
+    env = {**env, **secret_env}
     try:
         return _measure(settings, env, seconds, connections, workers)
     finally:
@@ -107,7 +127,7 @@ def _measure(
 ) -> list[Row]:
     with tempfile.TemporaryDirectory() as tmp, gateway(env, workers=workers) as gw:
         script = Path(tmp) / "checkout.lua"
-        script.write_text(CHECKOUT_LUA)
+        script.write_text(checkout_script(settings))
         create_bench_sale(gw, settings)
         holds = f"{gw.url}/v1/sales/{SALE}/holds"
         _wrk(holds, 2, connections, script, "warm-up")

@@ -4,6 +4,7 @@ same server in the same run (the route should not need Redis per call), and join
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import tempfile
 import time
 import urllib.request
@@ -19,6 +20,7 @@ from flashsale.gateway.room.tokens import KeyRing, Tickets
 from flashsale.loadtests.bench.engine import Row
 from flashsale.loadtests.bench.gateway import _admin, _wrk
 from flashsale.loadtests.gateway_process import Gateway, gateway
+from flashsale.loadtests.run_secrets import production_secrets
 
 SALE = "bench-queue"
 TICKETS = 50_000
@@ -92,7 +94,12 @@ async def _forget(settings: Settings, redis_url: str) -> None:
 
 
 def bench_queue(settings: Settings, seconds: int, connections: int, workers: int) -> list[Row]:
+    """This run's own secrets, in dev mode: wrk's joins name new customers in the body, as wrk
+    cannot sign a customer token per join (the checkout bench pays for token checks)."""
     env = services.up(settings, log=lambda _line: None)
+    settings, secret_env = production_secrets(settings)
+    settings = dataclasses.replace(settings, env="dev")
+    env = {**env, **secret_env, "FLASHSALE_ENV": "dev"}
     asyncio.run(_forget(settings, env["FLASHSALE_REDIS_URL"]))  # a fresh room every run
     try:
         return _measure(settings, env, seconds, connections, workers)
@@ -115,7 +122,7 @@ def _measure(
             seconds,
             connections,
             join_script,
-            "POST /v1/sales/{sale}/queue (join, new)",
+            "POST /v1/sales/{sale}/queue (join, new, body customer_id)",
         )
         print(f"  {join.name}: {join.requests_per_s:.0f} req/s, p99 {join.p99_ms:.1f} ms")
         total = asyncio.run(_top_up(settings, env["FLASHSALE_REDIS_URL"], TICKETS))

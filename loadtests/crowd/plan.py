@@ -49,6 +49,8 @@ class Plan:
 
     sale: str
     admin_key: str
+    customer_secret: str  # signs the shoppers' customer tokens, as the shop would
+    audience: str
     confirm_share: float
     release_share: float
     patience_s: float
@@ -58,9 +60,12 @@ class Plan:
     def of(cls, options: argparse.Namespace | None) -> Plan:
         if options is None:
             raise RuntimeError("the flashsale locustfile runs under the locust command")
+        settings = load_settings()
         return cls(
             options.sale,
-            options.admin_key or load_settings().admin_key,
+            options.admin_key or settings.admin_key,
+            options.customer_secret or settings.customer_secret,
+            settings.customer_audience,
             options.confirm_share,
             options.release_share,
             options.patience_s,

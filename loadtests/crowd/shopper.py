@@ -11,6 +11,7 @@ from typing import Any
 from locust import FastHttpUser, between, task
 from locust.user.task import LOCUST_STATE_STOPPING
 
+from flashsale.loadtests.crowd.passes import customer_token
 from flashsale.loadtests.crowd.plan import Plan
 from flashsale.loadtests.crowd.relay import OUTCOMES
 from flashsale.loadtests.crowd.replies import (
@@ -54,23 +55,29 @@ class Shopper(FastHttpUser):
         OUTCOMES.count("journeys")
         customer = f"shopper-{uuid.uuid4().hex[:20]}"
         # Each customer comes from an address of its own (the gateway believes X-Forwarded-For
-        # from a trusted proxy), so per-address rate limits hit the bots, not the crowd.
+        # from a trusted proxy), so per-address rate limits hit the bots, not the crowd; and
+        # with the token the shop signed for them, which says who they are.
         octets = (random.randrange(256), random.randrange(256), random.randrange(1, 255))
-        self.headers = {"X-Forwarded-For": "10.{}.{}.{}".format(*octets)}
+        self.headers = {
+            "X-Forwarded-For": "10.{}.{}.{}".format(*octets),
+            "X-Customer-Token": customer_token(
+                self.plan.customer_secret, self.plan.audience, customer
+            ),
+        }
         finished = False
         try:
-            self._journey(customer)
+            self._journey()
             finished = True
         finally:
             if not finished:  # killed or broken in the middle: what happened is unknown
                 OUTCOMES.count("cut")
 
-    def _journey(self, customer: str) -> None:
+    def _journey(self) -> None:
         self.skus = sale_skus(self, self.prefix)
         if not self.skus:
             OUTCOMES.count("errors")
             return
-        joined = self._join(customer)
+        joined = self._join()
         if joined is None:
             return
         token: str | None = None
@@ -78,19 +85,19 @@ class Shopper(FastHttpUser):
             token = self._wait_turn(joined)
             if token is None:
                 return
-        hold = self._checkout(customer, token)
+        hold = self._checkout(token)
         if hold is not None:
             self._decide(hold)
 
     def _stopping(self) -> bool:
         return self._state == LOCUST_STATE_STOPPING
 
-    def _join(self, customer: str) -> dict[str, Any] | None:
+    def _join(self) -> dict[str, Any] | None:
         """The ticket's first status; {} when the sale has no waiting room; None: leave."""
         for _ in range(CHECKOUT_TRIES):
             with self.client.post(
                 f"{self.prefix}/queue",
-                json={"customer_id": customer},
+                json={},
                 headers=self.headers,
                 name=JOIN,
                 catch_response=True,
@@ -149,7 +156,7 @@ class Shopper(FastHttpUser):
         picked = Counter(random.choice(self.skus) for _ in range(units))
         return [{"sku": sku, "qty": qty} for sku, qty in sorted(picked.items())]
 
-    def _checkout(self, customer: str, token: str | None) -> dict[str, Any] | None:
+    def _checkout(self, token: str | None) -> dict[str, Any] | None:
         """The hold, or None. A transport error is retried with the same Idempotency-Key (at most
         one hold, whatever got lost); sold out or over the limit: one more try, 1 unit of a sku
         the sale page says is still in stock."""
@@ -158,7 +165,7 @@ class Shopper(FastHttpUser):
         if token is not None:
             headers["Authorization"] = f"Bearer {token}"
         for _ in range(CHECKOUT_TRIES):
-            body = {"customer_id": customer, "items": cart}
+            body = {"items": cart}
             hold, next_step = self._try_checkout(body, {**headers, "Idempotency-Key": key})
             if next_step == "again":
                 continue
@@ -222,6 +229,7 @@ class Shopper(FastHttpUser):
             with self.client.post(
                 f"{self.prefix}/holds/{hold_id}/{action}",
                 json=body if action == "confirm" else None,
+                headers=self.headers,
                 name=CONFIRM if action == "confirm" else RELEASE,
                 catch_response=True,
             ) as reply:

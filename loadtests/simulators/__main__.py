@@ -4,11 +4,14 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 import uvicorn
 from starlette.applications import Starlette
+from starlette.types import ASGIApp
 
+from flashsale.loadtests.simulators.common import AUTH_ENV, RequireAuth
 from flashsale.loadtests.simulators.payment import PaymentConfig, PaymentSim
 from flashsale.loadtests.simulators.suppliers import SupplierSim
 from flashsale.loadtests.simulators.webhooks import WebhookSim
@@ -34,12 +37,16 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def app_for(args: argparse.Namespace) -> Starlette:
+def app_for(args: argparse.Namespace) -> ASGIApp:
+    app: Starlette
     if args.party == "payment":
-        return PaymentSim(PaymentConfig(decline_share=args.decline_share)).app()
-    if args.party == "suppliers":
-        return SupplierSim(args.default_stock).app()
-    return WebhookSim(args.secret, Path(args.state)).app()
+        app = PaymentSim(PaymentConfig(decline_share=args.decline_share)).app()
+    elif args.party == "suppliers":
+        app = SupplierSim(args.default_stock).app()
+    else:
+        return WebhookSim(args.secret, Path(args.state)).app()
+    auth = os.environ.get(AUTH_ENV, "")
+    return RequireAuth(app, auth) if auth else app
 
 
 if __name__ == "__main__":

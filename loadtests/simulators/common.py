@@ -1,10 +1,12 @@
 """What the simulated parties share: JSON replies, idempotency keys, misbehaviour on request,
-and the control routes (/_sim/health, /_sim/records, /_sim/config, /_sim/reset)."""
+the control routes (/_sim/health, /_sim/records, /_sim/config, /_sim/reset), and the check of
+the caller's Authorization header."""
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import hmac
 import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -14,8 +16,10 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 Handler = Callable[[Request], Awaitable[Response]]
+AUTH_ENV = "SIM_AUTH"  # the Authorization header a payment or supplier simulator wants
 
 
 def reply(status: int, body: dict[str, Any]) -> Response:
@@ -112,3 +116,21 @@ def control_routes(records: Handler, configure: Handler, reset: Handler) -> list
         Route("/_sim/config", configure, methods=["POST"]),
         Route("/_sim/reset", reset, methods=["POST"]),
     ]
+
+
+class RequireAuth:
+    """The party's own check of its caller: every route but /_sim/ wants this exact
+    Authorization header (the adapters send FLASHSALE_PAYMENT_AUTH / _SUPPLIER_AUTH)."""
+
+    def __init__(self, app: ASGIApp, auth: str) -> None:
+        self.app = app
+        self.auth = auth.encode()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and not scope["path"].startswith("/_sim/"):
+            given = dict(scope["headers"]).get(b"authorization", b"")
+            if not hmac.compare_digest(given, self.auth):
+                answer = refuse(401, "UNAUTHORIZED", "missing or wrong Authorization")
+                await answer(scope, receive, send)
+                return
+        await self.app(scope, receive, send)

@@ -16,6 +16,7 @@ import urllib.request
 from pathlib import Path
 
 from flashsale.engine.settings import Settings
+from flashsale.loadtests.simulators.common import AUTH_ENV
 
 PARTIES = ("payment", "suppliers", "webhooks")
 
@@ -50,8 +51,13 @@ def start(
     if party == "webhooks":
         argv += ["--secret", settings.webhook_secret, "--state", str(here / "webhooks.jsonl")]
     argv += list(extra)
+    # The credentials the parties want, as the adapters send them (never on a command line).
+    auth = {"payment": settings.payment_auth, "suppliers": settings.supplier_auth}.get(party, "")
+    env = {**os.environ, AUTH_ENV: auth}
     with open(here / f"{party}.log", "ab") as out:
-        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            argv, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
     (here / f"{party}.pid").write_text(str(proc.pid))
     deadline = time.monotonic() + 20
     while not answers(port):
