@@ -110,6 +110,14 @@ async def conn(test_url: str) -> AsyncIterator[Connection]:
 
 
 @pytest.fixture
+async def gateway_db(service_urls: dict[str, str]) -> AsyncIterator[Connection]:
+    """A connection to the database the test gateways use (they migrate it at start)."""
+    connection = await asyncpg.connect(service_urls["FLASHSALE_DATABASE_URL"])
+    yield connection
+    await connection.close()
+
+
+@pytest.fixture
 def fake_server() -> Iterator[fakeredis.FakeServer]:
     yield fakeredis.FakeServer()
 

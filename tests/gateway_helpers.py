@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from flashsale.engine import load_settings
+from flashsale.loadtests.crowd.passes import customer_token
 from flashsale.loadtests.gateway_process import Gateway
 
 # Plain HTTP on loopback; one context shared by every client, because building httpx's default
@@ -20,6 +21,14 @@ from flashsale.loadtests.gateway_process import Gateway
 NO_TLS = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
 ADMIN_KEY = load_settings().admin_key
 ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
+
+
+def as_customer(customer: str) -> dict[str, str]:
+    """The customer token the shop would give `customer` (dev mode's key)."""
+    s = load_settings()
+    return {"X-Customer-Token": customer_token(s.customer_secret, s.customer_audience, customer)}
+
+
 PROBLEM_FIELDS = {"type", "title", "status", "detail", "code"}
 Stock = list[tuple[str, int]]
 
@@ -34,7 +43,12 @@ def client(gw: Gateway, *, max_connections: int = 20, timeout_s: float = 30) -> 
 
 
 async def crowd_post(
-    gw: Gateway, path: str, bodies: Sequence[Any], *, connections: int = 200
+    gw: Gateway,
+    path: str,
+    bodies: Sequence[Any],
+    *,
+    connections: int = 200,
+    headers: dict[str, str] | None = None,
 ) -> list[httpx.Response]:
     """POSTs every body at once over `connections` keep-alive connections, answers in order.
 
@@ -50,7 +64,7 @@ async def crowd_post(
 
         async def post(i: int, body: Any) -> httpx.Response:
             async with gate:
-                return await fleet[i % connections].post(path, json=body)
+                return await fleet[i % connections].post(path, json=body, headers=headers)
 
         return list(await asyncio.gather(*(post(i, b) for i, b in enumerate(bodies))))
 
@@ -91,8 +105,10 @@ async def create_sale(http: httpx.AsyncClient, sale_id: str, body: dict[str, Any
     assert opened.status_code == 200, opened.text
 
 
-async def admin_view(http: httpx.AsyncClient, sale_id: str) -> dict[str, Any]:
-    reply = await http.get(f"/v1/admin/sales/{sale_id}", headers=ADMIN)
+async def admin_view(
+    http: httpx.AsyncClient, sale_id: str, admin: dict[str, str] = ADMIN
+) -> dict[str, Any]:
+    reply = await http.get(f"/v1/admin/sales/{sale_id}", headers=admin)
     assert reply.status_code == 200, reply.text
     doc: dict[str, Any] = reply.json()
     return doc

@@ -23,6 +23,7 @@ from tests.gateway_helpers import (
     ADMIN,
     PAYMENT,
     admin_view,
+    as_customer,
     assert_problem,
     checkout,
     checkout_body,
@@ -64,7 +65,9 @@ async def test_metrics_count_the_checkout_route_and_show_stock(
     async with client(gw, max_connections=1) as one:
         assert (await checkout(one, sale, "c1")).status_code == 201
         assert (await checkout(one, sale, "c2", 1000)).status_code == 422
-        reply = await one.get("/metrics")
+        public = await one.get("/metrics")
+        reply = await one.get("/metrics", headers=ADMIN)  # unit counts: the admin's
+    assert public.status_code == 200 and "flashsale_stock_units" not in public.text
     assert reply.status_code == 200
     assert reply.headers["content-type"].startswith("text/plain; version=0.0.4")
     text = reply.text
@@ -132,6 +135,7 @@ FULL_SALE = sale_body(
     waiting_room={"enabled": False, "admit_rate_per_s": 50, "max_active": 500, "token_ttl_s": 300},
     rate_limit={"per_client_per_s": 5, "burst": 10, "per_sale_per_s": 1000},
 )
+FULL_SALE["items"][0]["name"] = "Red runner"
 EXAMPLES = {"Sale": FULL_SALE, "Checkout": checkout_body("c1"), "Confirm": PAYMENT}
 FIELDS = [
     pytest.param(name, path, required, id=f"{name}.{'.'.join(path)}")
@@ -175,8 +179,9 @@ async def test_openapi_required_fields_are_what_the_server_enforces(
         expected = 201
     else:
         await create_sale(http, sale, sale_body())
-        if schema == "Checkout":
-            reply = await http.post(f"/v1/sales/{sale}/holds", json=body)
+        if schema == "Checkout":  # the token says who, when the body does not
+            holds = f"/v1/sales/{sale}/holds"
+            reply = await http.post(holds, json=body, headers=as_customer("c1"))
             expected = 201
         else:
             hold = await hold_id_of(http, sale, "c1")
@@ -195,7 +200,7 @@ async def _availability(http: httpx.AsyncClient, sale: str) -> str:
     reply = await http.get(f"/v1/sales/{sale}")
     assert reply.status_code == 200, reply.text
     (item,) = reply.json()["items"]
-    assert set(item) == {"sku", "availability"}  # a level, never a count
+    assert set(item) == {"sku", "name", "availability"}  # a level, never a count
     level: str = item["availability"]
     return level
 
@@ -230,7 +235,7 @@ async def test_public_view_goes_in_stock_low_sold_out(http: httpx.AsyncClient) -
         "hold_ttl_s": 600,
         "per_user_limit": 0,
     }
-    assert doc["items"] == [{"sku": "A", "availability": "in_stock"}]  # 3 of 20: above 10%
+    assert doc["items"] == [{"sku": "A", "name": "A", "availability": "in_stock"}]  # 3 of 20
 
     second = await hold_id_of(http, sale, "c2", 1)  # 2 left
     await _shows(http, sale, "low")

@@ -31,7 +31,13 @@ GATEWAY_ENV = {
     "FLASHSALE_QUEUE_CACHE_MS": "100",
     "FLASHSALE_QUEUE_BEAT_FLUSH_MS": "200",
 }
-BOT_REFUSALS = {"401 TOKEN_INVALID", "403 NOT_ADMITTED", "429 RATE_LIMITED"}
+BOT_REFUSALS = {
+    "401 CUSTOMER_UNAUTHENTICATED",  # forged or expired customer tokens
+    "403 CUSTOMER_MISMATCH",  # another customer's token, with a body customer_id of its own
+    "401 TOKEN_INVALID",  # a forged admission token
+    "403 NOT_ADMITTED",
+    "429 RATE_LIMITED",
+}
 
 
 @pytest.fixture
@@ -89,7 +95,8 @@ async def test_a_locust_flash_sale_sells_each_unit_once_and_turns_every_bot_away
     holds = len(told.confirmed) + len(told.released) + len(told.left)
     assert holds == c["holds"] - c["replays"] > 0
 
-    # Bots: many tries, no hold, each refused for being unadmitted, forged, or too fast.
+    # Bots: many tries, no hold, each refused for who it claimed to be, for being unadmitted or
+    # forged, or for going too fast.
     assert c["bot_checkouts"] > 100 and told.bot_holds == []
     assert set(told.bot_refusals) <= BOT_REFUSALS and "429 RATE_LIMITED" in told.bot_refusals
     assert sum(told.bot_refusals.values()) == c["bot_checkouts"]

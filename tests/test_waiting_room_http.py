@@ -266,10 +266,11 @@ def _join_cases() -> dict[str, Case]:
     body = {"customer_id": "c9"}
     cases = {
         "malformed json": _raw(b'{"customer_id": '),
-        "empty body": _raw(b""),
+        # No body at all reads as {}: nobody is named (the customer token says who).
+        "empty body": Case("POST", JOIN, 401, "CUSTOMER_UNAUTHENTICATED", content=b""),
         "not utf-8": _raw(b'{"customer_id": "\xff"}'),
         "array body": _post([body]),
-        "missing customer_id": _post({}),
+        "missing customer_id": _post({}, 401, "CUSTOMER_UNAUTHENTICATED"),  # nobody named
         "unknown field": _post({**body, "vip": True}),
         "customer_id a number": _post({"customer_id": 9}),
         "customer_id malformed": _post({"customer_id": "c 9"}),
@@ -376,7 +377,8 @@ async def test_bad_input_gets_its_problem_and_changes_nothing(
     elif case.json is not NO_BODY:
         reply = await http.request(case.method, path, json=case.json)
     else:
-        reply = await http.request(case.method, path, content=case.content)
+        json_type = {"Content-Type": "application/json"}  # bad JSON, not a bad type
+        reply = await http.request(case.method, path, content=case.content, headers=json_type)
     assert_problem(reply, case.status, case.code)
     assert await room_snapshot(redis_client, target.sale) == before
 
@@ -409,7 +411,7 @@ async def test_metrics_show_each_room(http: httpx.AsyncClient, target: Target) -
     await http.get(f"/v1/sales/{target.sale}/queue")  # both workers learn of the room in time
 
     async def scraped_with_the_room() -> str:
-        text = (await http.get("/metrics")).text
+        text = (await http.get("/metrics", headers=ADMIN)).text  # units left: the admin's
         waiting = f'flashsale_queue_waiting{{sale="{target.sale}"}} 1'
         assert waiting in text, f"no {waiting} in the scrape yet"
         return text
@@ -426,3 +428,6 @@ async def test_metrics_show_each_room(http: httpx.AsyncClient, target: Target) -
         "leader",
     ):
         assert f'flashsale_queue_{name}{{sale="{target.sale}"}}' in text, name
+    public = (await http.get("/metrics")).text
+    assert f'flashsale_queue_waiting{{sale="{target.sale}"}}' in public
+    assert "flashsale_queue_units_left" not in public

@@ -19,7 +19,13 @@ from flashsale.engine.shuffle import commitment, new_seed, places_of, prequeue_o
 from flashsale.gateway import cache as cache_module
 from flashsale.gateway.cache import Cached
 from flashsale.gateway.problems import Problem
-from flashsale.gateway.rate_limits import Limits, TrustedProxies, buckets, client_address
+from flashsale.gateway.rate_limits import (
+    Limits,
+    TrustedProxies,
+    address_key,
+    buckets,
+    client_address,
+)
 from flashsale.gateway.room.eta import RateWindow, eta_s
 from flashsale.gateway.room.tokens import KeyRing, Tickets, Tokens, parse_previous
 from flashsale.gateway.room.worker import _check
@@ -163,6 +169,15 @@ def _scope(peer: str, *forwarded: str) -> dict[str, Any]:
     return {"client": (peer, 5555), "headers": headers}
 
 
+def test_ipv6_clients_count_per_64_ipv4_per_address() -> None:
+    assert address_key("2001:db8:1:2:aaaa::1") == address_key("2001:db8:1:2:ffff::9")
+    assert address_key("2001:db8:1:2::1") == "2001:db8:1:2::/64"
+    assert address_key("2001:db8:1:3::1") != address_key("2001:db8:1:2::1")
+    assert address_key("203.0.113.9") == "203.0.113.9"
+    assert address_key("::ffff:203.0.113.9") == "::ffff:203.0.113.9"  # an IPv4 client
+    assert address_key("unknown") == "unknown"
+
+
 def test_forwarded_for_is_believed_only_from_trusted_proxies() -> None:
     trusted = TrustedProxies.parse("10.0.0.0/8, ::1")
     assert client_address(_scope("203.0.113.9", "198.51.100.1"), trusted) == "203.0.113.9"
@@ -179,13 +194,18 @@ def test_forwarded_for_is_believed_only_from_trusted_proxies() -> None:
 
 def test_buckets_follow_the_sale_then_the_settings_and_zero_turns_off() -> None:
     settings = Settings(rate_per_client_per_s=5, rate_burst=9, rate_per_sale_per_s=0)
-    got = buckets("S", "c1", "::1", Limits.of(RateLimitConfig(), settings))
+    got = buckets("S", "join", "c1", "::1", Limits.of(RateLimitConfig(), settings))
     assert [(b.key, b.rate_per_s, b.burst) for b in got] == [
-        (keys.rate_bucket("S", "c", "c1"), 5, 9),
-        (keys.rate_bucket("S", "a", "::1"), 5, 9),
+        (keys.rate_bucket("S", "join:c", "c1"), 5, 9),
+        (keys.rate_bucket("S", "join:a", "::1"), 5, 9),
     ]
     own = Limits.of(RateLimitConfig(per_client_per_s=0, per_sale_per_s=100), settings)
-    assert [(b.rate_per_s, b.burst) for b in buckets("S", "c1", "::1", own)] == [(100, 100)]
+    only_sale = buckets("S", "checkout", "c1", "::1", own)
+    assert [(b.key, b.rate_per_s, b.burst) for b in only_sale] == [
+        (keys.rate_bucket("S", "checkout:s", "all"), 100, 100)
+    ]
+    no_customer = buckets("S", "hold", None, "::1", Limits.of(RateLimitConfig(), settings))
+    assert [b.key for b in no_customer] == [keys.rate_bucket("S", "hold:a", "::1")]
     assert Limits.of(RateLimitConfig(burst=0), settings).burst == 5  # no burst: one second
     assert not Limits.of(RateLimitConfig(), Settings()).on
 

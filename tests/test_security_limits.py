@@ -1,0 +1,188 @@
+"""Hostile tests of the limits: a flood of one route class cannot starve another, unknown sale
+ids cost no PostgreSQL query, a limit that cannot be read is counted, the admission token's
+expiry is Redis's to judge, and a room's keys do not outlive their sale for ever."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+from collections.abc import Iterator
+
+import asyncpg  # type: ignore[import-untyped,unused-ignore]  # asyncpg ships no type hints
+import httpx
+import pytest
+
+from flashsale.engine import Code, Engine, keys
+from flashsale.engine.connection import RedisClient
+from flashsale.engine.rate_limit import RateLimiter
+from flashsale.engine.settings import Settings
+from flashsale.engine.waiting_room import TokenUse, WaitingRoom
+from flashsale.gateway.metrics import Metrics
+from flashsale.gateway.rate_limits import RateLimits
+from flashsale.gateway.sale_records import SaleRecords
+from flashsale.loadtests.gateway_process import Gateway
+from tests.gateway_helpers import assert_problem, client, crowd_post, new_sale_id
+from tests.helpers import eventually, open_sale, snapshot
+from tests.saga_support import fresh_database
+from tests.security_helpers import Shop, production_gateway
+from tests.waiting_room_helpers import room_body, room_config
+
+UNKNOWN = 2_000
+
+
+@pytest.fixture(scope="module")
+def prod(settings: Settings, service_urls: dict[str, str]) -> Iterator[tuple[Gateway, Shop]]:
+    with production_gateway(settings, service_urls) as running:
+        yield running
+
+
+async def _admitted(gw: Gateway, shop: Shop, sale: str, customer: str) -> str:
+    """The customer's admission token, once the room lets them in."""
+    async with client(gw) as http:
+        joined = await http.post(f"/v1/sales/{sale}/queue", headers=shop.as_customer(customer))
+        ticket = joined.json()["ticket"]
+
+        async def admitted() -> str:
+            doc = (await http.get(f"/v1/sales/{sale}/queue/{ticket}")).json()
+            return str(doc.get("token") or "")
+
+        return await eventually(admitted)
+
+
+async def test_a_join_flood_does_not_lock_out_the_checkout(prod: tuple[Gateway, Shop]) -> None:
+    """Before: join and checkout took from the same buckets, so a customer (or a flood from
+    their address) that used up the joins could no longer check out."""
+    gw, shop = prod
+    sale = new_sale_id("flood")
+    body = room_body(100, rate=50, rate_limit={"per_client_per_s": 1, "burst": 2})
+    async with client(gw) as http:
+        assert (await http.put(f"/v1/admin/sales/{sale}", json=body, headers=shop.admin)).is_success
+        assert (await http.post(f"/v1/admin/sales/{sale}/open", headers=shop.admin)).is_success
+    token = await _admitted(gw, shop, sale, "alice")
+    flood = await crowd_post(
+        gw, f"/v1/sales/{sale}/queue", [{}] * 30, connections=10, headers=shop.as_customer("alice")
+    )
+    assert sum(r.status_code == 429 for r in flood) >= 25
+    async with client(gw) as http:
+        headers = {**shop.as_customer("alice"), "Authorization": f"Bearer {token}"}
+        hold = await http.post(
+            f"/v1/sales/{sale}/holds", json={"items": [{"sku": "A", "qty": 1}]}, headers=headers
+        )
+    assert hold.status_code == 201, hold.text
+
+
+async def _transactions(url: str) -> int:
+    db = await asyncpg.connect(url)
+    try:
+        return int(
+            await db.fetchval(
+                "SELECT xact_commit + xact_rollback FROM pg_stat_database "
+                "WHERE datname = current_database()"
+            )
+        )
+    finally:
+        await db.close()
+
+
+async def _settled_transactions(url: str) -> int:
+    """PostgreSQL publishes its counters within about a second: read until they stop moving
+    but for the gateway's own loops (which look for waiting rooms once a second)."""
+    last = await _transactions(url)
+    while True:
+        await asyncio.sleep(1.2)
+        now = await _transactions(url)
+        if now - last < 20:
+            return now
+        last = now
+
+
+async def test_unknown_sale_ids_cost_no_postgres_query(
+    settings: Settings, service_urls: dict[str, str], redis_client: RedisClient
+) -> None:
+    """Before: every unknown sale id cost a PostgreSQL query (the sale's rate limits), so a
+    flood of invented ids saturated the pool. The gateway gets a database of its own, so that
+    every transaction counted there is its own."""
+    url = await fresh_database(service_urls["FLASHSALE_DATABASE_URL"], "flashsale_sec_unknown")
+    own = {**service_urls, "FLASHSALE_DATABASE_URL": url}
+    with production_gateway(settings, own) as (gw, shop):
+        before = await _settled_transactions(url)
+        paths = [f"/v1/sales/nope-{i}/holds" for i in range(UNKNOWN)]
+        body = {"items": [{"sku": "A", "qty": 1}]}
+        gate = asyncio.Semaphore(50)  # as many in flight as connections: no pool queue
+
+        async def post(http: httpx.AsyncClient, i: int, path: str) -> httpx.Response:
+            async with gate:
+                return await http.post(path, json=body, headers=shop.as_customer(f"c{i}"))
+
+        async with client(gw, max_connections=50) as http:
+            replies = await asyncio.gather(*(post(http, i, p) for i, p in enumerate(paths)))
+        assert all(r.status_code == 404 and r.json()["code"] == "NOT_FOUND" for r in replies)
+        spent = await _settled_transactions(url) - before
+    assert spent < UNKNOWN // 10, f"{spent} PostgreSQL transactions for {UNKNOWN} unknown ids"
+    assert not [k async for k in redis_client.scan_iter(match="fs:{nope-*")]
+
+
+async def test_a_limit_that_cannot_be_read_is_counted_and_logged(
+    fake_client: RedisClient, settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Before: when PostgreSQL could not say a sale's limits, they were skipped in silence."""
+    engine = Engine(fake_client, settings)
+    sale = new_sale_id("unread")
+    await open_sale(engine, room_config(sale))
+    pool = await asyncpg.create_pool("postgresql://nobody@127.0.0.1:1/none", min_size=0)
+    metrics = Metrics()
+    limits = RateLimits(settings, RateLimiter(engine), SaleRecords(pool), metrics)
+    scope = {"type": "http", "client": ("203.0.113.5", 1), "headers": []}
+    with caplog.at_level(logging.WARNING, logger="flashsale.rate_limits"):
+        await limits.take(scope, sale, "checkout", "alice")
+    await pool.close()
+    assert metrics.counters["flashsale_rate_limit_unreadable_total"] == 1
+    assert "unreadable" in metrics.render([]) and "rate limits of" in caplog.text
+
+
+async def test_an_admission_token_expires_by_redis_time(engine: Engine) -> None:
+    """Before: reserve.lua took the gateway's word for the token's expiry."""
+    sale = new_sale_id("expiry")
+    await open_sale(engine, room_config(sale))
+    state = await engine.stock(sale)
+    assert state is not None
+    lapsed = TokenUse(place=1, max_attempts=5, expires_at_ms=state.now_ms - 1)
+    before = await snapshot(engine.client, sale)
+    result = await engine.reserve(sale, "alice", [("A", 1)], "k1", token=lapsed)
+    assert result.code is Code.TOKEN_EXPIRED
+    assert await snapshot(engine.client, sale) == before
+    fresh = dataclasses.replace(lapsed, expires_at_ms=state.now_ms + 60_000)
+    assert (await engine.reserve(sale, "alice", [("A", 1)], "k1", token=fresh)).ok
+
+
+async def test_room_keys_expire_after_the_sale(engine: Engine, settings: Settings) -> None:
+    """Before: a room's tickets and admissions stayed in Redis for ever."""
+    retention_ms = settings.room_retention_s * 1000
+    with_end = new_sale_id("ends")
+    config = room_config(with_end)
+    await open_sale(engine, config)
+    state = await engine.stock(with_end)
+    assert state is not None
+    ends = dataclasses.replace(config, version=2, ends_at_ms=state.now_ms + 3_600_000)
+    assert (await engine.load_sale(ends)).code == "OK"
+    room = WaitingRoom(engine)
+    assert (await room.queue_join(with_end, "alice")).code is Code.OK
+    for key in (keys.room(with_end), keys.room_tickets(with_end), keys.room_who(with_end)):
+        left_ms = await engine.client.pttl(key)
+        assert 3_600_000 + retention_ms - 60_000 < left_ms <= 3_600_000 + retention_ms, key
+    no_end = new_sale_id("noend")
+    await open_sale(engine, room_config(no_end))
+    assert (await room.queue_join(no_end, "bob")).code is Code.OK
+    assert await engine.client.pttl(keys.room_tickets(no_end)) == -1  # open-ended: kept
+    code, _ = await engine.set_status(no_end, "closed")
+    assert code is Code.OK
+    for key in (keys.room(no_end), keys.room_tickets(no_end), keys.room_who(no_end)):
+        assert 0 < await engine.client.pttl(key) <= retention_ms, key
+
+
+async def test_join_and_checkout_of_an_unknown_sale_answer_404(prod: tuple[Gateway, Shop]) -> None:
+    gw, shop = prod
+    async with client(gw) as http:
+        alice = shop.as_customer("alice")
+        assert_problem(await http.post("/v1/sales/nope-x/queue", headers=alice), 404, "NOT_FOUND")
