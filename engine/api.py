@@ -11,8 +11,8 @@ from redis.commands.core import AsyncScript
 
 from flashsale.engine import keys
 from flashsale.engine.batcher import ScriptBatcher
-from flashsale.engine.connection import RedisClient, hgetall, smembers
-from flashsale.engine.errors import EngineUnavailable, InvalidInput, redis_errors
+from flashsale.engine.connection import RedisClient, hgetall, redis_errors, smembers
+from flashsale.engine.errors import EngineUnavailable, InvalidInput
 from flashsale.engine.results import (
     AdjustResult,
     Code,

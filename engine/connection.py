@@ -1,10 +1,16 @@
-"""Builds the redis-py asyncio client for a single Redis or a Redis Cluster from a URL."""
+"""Builds the redis-py asyncio client for a single Redis or a Redis Cluster from a URL, and turns
+its failures into EngineUnavailable."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import cast
 
 from redis.asyncio import BlockingConnectionPool, Redis, RedisCluster
+from redis.exceptions import RedisError
+
+from flashsale.engine.errors import EngineUnavailable
 
 RedisClient = Redis | RedisCluster
 
@@ -36,3 +42,12 @@ async def smembers(client: RedisClient, key: str) -> set[str]:
 
 async def zrange_scores(client: RedisClient, key: str) -> list[tuple[str, float]]:
     return cast(list[tuple[str, float]], await client.zrange(key, 0, -1, withscores=True))
+
+
+@contextmanager
+def redis_errors() -> Iterator[None]:
+    """Redis calls made inside raise EngineUnavailable (from the RedisError) instead."""
+    try:
+        yield
+    except RedisError as exc:
+        raise EngineUnavailable(f"redis call failed: {exc}") from exc

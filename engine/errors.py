@@ -1,12 +1,7 @@
-"""The engine's two exception types, broken infrastructure and bad input, and the one place that
-turns a Redis failure into the first."""
+"""The engine's two exception types: broken infrastructure and bad input. (Turning a Redis
+failure into the first happens in one place, engine/connection.py's `redis_errors`.)"""
 
 from __future__ import annotations
-
-from collections.abc import Iterator
-from contextlib import contextmanager
-
-from redis.exceptions import RedisError
 
 
 class FlashsaleError(Exception):
@@ -24,12 +19,3 @@ class InvalidInput(FlashsaleError, ValueError):
         super().__init__(f"{field}: {message}")
         self.field = field
         self.message = message
-
-
-@contextmanager
-def redis_errors() -> Iterator[None]:
-    """Redis calls made inside raise EngineUnavailable (from the RedisError) instead."""
-    try:
-        yield
-    except RedisError as exc:
-        raise EngineUnavailable(f"redis call failed: {exc}") from exc

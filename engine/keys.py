@@ -93,7 +93,8 @@ def room_lease(sale_id: str) -> str:
 
 
 def room_keys(sale_id: str) -> list[str]:
-    """The room's long-lived keys (tries and rate buckets expire on their own)."""
+    """The room's long-lived keys (the lease, the tries and the rate buckets expire on their
+    own)."""
     return [
         room(sale_id),
         room_tickets(sale_id),
@@ -101,7 +102,6 @@ def room_keys(sale_id: str) -> list[str]:
         room_seen(sale_id),
         room_active(sale_id),
         room_admitted(sale_id),
-        room_lease(sale_id),
     ]
 
 

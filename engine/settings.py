@@ -7,6 +7,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 
+from flashsale.engine.keys import ID_PATTERN
+
 _PREFIX = "FLASHSALE_"
 
 
@@ -61,6 +63,9 @@ class Settings:
     # The status poll's limit, per client address and gateway worker (no Redis); 0 = off.
     rate_status_per_s: int = 0
     rate_status_burst: int = 20
+    # The order view's limit, per customer and gateway worker (each view reads PostgreSQL).
+    rate_order_per_s: int = 2
+    rate_order_burst: int = 10
     trusted_proxies: str = ""  # comma-separated IPs/CIDRs whose X-Forwarded-For is believed
     # Customer identity: tokens the shop signs (gateway/identity.py). HS256 secrets as one bare
     # secret or "kid:secret,kid:secret"; and/or a JWKS (file or URL) of RS256/ES256 keys.
@@ -194,12 +199,31 @@ def _weak(name: str, value: str) -> str:
     return ""
 
 
-def _listed(raw: str, separator: str) -> list[str]:
-    """The secrets of `secret` or `kid<sep>secret,kid<sep>secret`."""
+def keyed_secrets(raw: str, variable: str, sep: str, *, bare: bool) -> dict[str | None, str]:
+    """`kid<sep>secret,kid<sep>secret` by kid; with `bare`, also one secret with no kid (key
+    None). The one parser of the settings that list secrets (a secret must not contain ',')."""
     parts = [p.strip() for p in raw.split(",") if p.strip()]
-    if len(parts) == 1 and separator not in parts[0]:
-        return parts
-    return [p.partition(separator)[2] for p in parts]
+    if bare and len(parts) == 1 and sep not in parts[0]:
+        return {None: parts[0]}
+    out: dict[str | None, str] = {}
+    for part in parts:
+        kid, found, secret = part.partition(sep)
+        if not found or not ID_PATTERN.fullmatch(kid) or not secret:
+            form = f"kid{sep}secret,kid{sep}secret"
+            raise ValueError(f"{variable} must be {'a secret or ' if bare else ''}{form}")
+        out[kid] = secret
+    return out
+
+
+def token_previous_secrets(settings: Settings) -> dict[str, str]:
+    found = keyed_secrets(
+        settings.token_previous_secrets, "FLASHSALE_TOKEN_PREVIOUS_SECRETS", "=", bare=False
+    )
+    return {str(kid): secret for kid, secret in found.items()}
+
+
+def customer_secrets(settings: Settings) -> dict[str | None, str]:
+    return keyed_secrets(settings.customer_secret, "FLASHSALE_CUSTOMER_SECRET", ":", bare=True)
 
 
 def secret_problems(settings: Settings) -> list[str]:
@@ -208,10 +232,13 @@ def secret_problems(settings: Settings) -> list[str]:
     if settings.dev:
         return []
     problems = [_weak(name, getattr(settings, name)) for name in SECRETS]
-    previous = _listed(settings.token_previous_secrets, "=")
-    problems += [_weak("token_previous_secrets", s) for s in previous if s]
-    if settings.customer_secret:
-        customer = _listed(settings.customer_secret, ":")
+    try:
+        previous = token_previous_secrets(settings).values()
+        customer = customer_secrets(settings).values()
+    except ValueError as exc:
+        return [*problems, str(exc)]
+    problems += [_weak("token_previous_secrets", s) for s in previous]
+    if customer:
         problems += [_weak("customer_secret", s) for s in customer]
     elif not settings.customer_jwks:
         problems.append("neither FLASHSALE_CUSTOMER_SECRET nor FLASHSALE_CUSTOMER_JWKS is set")

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from flashsale.engine import keys
-from flashsale.engine.errors import redis_errors
+from flashsale.engine.connection import redis_errors
 from flashsale.engine.results import Code
 from flashsale.engine.shuffle import new_seed, prequeue_places
 from flashsale.engine.validation import check_id, check_int
@@ -178,6 +178,8 @@ class WaitingRoom:
                 keys.room_active(sale_id),
                 keys.room_admitted(sale_id),
                 keys.room_lease(sale_id),
+                keys.room_tickets(sale_id),
+                keys.room_who(sale_id),
             ],
             [
                 keys.prefix(sale_id),
@@ -191,6 +193,7 @@ class WaitingRoom:
                 config.max_scan,
                 seed,
                 digest,
+                self.engine.settings.room_retention_s * 1000,
             ],
         )
         code = Code(reply[0])

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-import hmac
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
 
 from flashsale.engine import keys
-from flashsale.engine.errors import EngineUnavailable, redis_errors
+from flashsale.engine.connection import redis_errors
+from flashsale.engine.errors import EngineUnavailable
 from flashsale.engine.results import Code, SaleState
+from flashsale.gateway import callers
 from flashsale.gateway.http import ADMIN_MAX_BYTES
 from flashsale.gateway.problems import Problem, from_code, unavailable
 from flashsale.gateway.responses import json_response, read_json
@@ -28,9 +29,7 @@ class _Rollback(Exception):
 
 def require_admin(request: Request) -> GatewayState:
     state: GatewayState = request.app.state.gateway
-    given = request.headers.get("authorization", "")
-    expected = f"Bearer {state.settings.admin_key}"
-    if not hmac.compare_digest(given.encode(), expected.encode()):
+    if not callers.is_admin(state, request.scope):
         raise Problem(
             401,
             "UNAUTHORIZED",

@@ -20,6 +20,7 @@ import binascii
 import hashlib
 import hmac
 import json
+import re
 import time
 import urllib.request
 from collections.abc import Callable
@@ -30,10 +31,14 @@ import jwt
 import orjson
 
 from flashsale.engine.keys import ID_PATTERN
-from flashsale.engine.settings import Settings
+from flashsale.engine.settings import Settings, keyed_secrets
 
 LEEWAY_S = 60
 MAX_REMEMBERED = 100_000  # verified tokens kept per worker (forged ones never are)
+MAX_TOKEN_BYTES = 4096
+# Exactly base64url without padding: a lenient decoder would let one valid token be written a
+# million ways, each a new entry of the verified-token memo.
+PART = re.compile(r"[A-Za-z0-9_-]*")
 ASYMMETRIC = ("RS256", "ES256")
 
 
@@ -46,20 +51,14 @@ class Unauthenticated(Exception):
 
 
 def parse_secrets(raw: str) -> dict[str | None, bytes]:
-    """`secret` (no kid) or `kid:secret,kid:secret`; a secret must not contain ','."""
-    parts = [p.strip() for p in raw.split(",") if p.strip()]
-    if len(parts) == 1 and ":" not in parts[0]:
-        return {None: parts[0].encode()}
-    out: dict[str | None, bytes] = {}
-    for part in parts:
-        kid, sep, secret = part.partition(":")
-        if not sep or not ID_PATTERN.fullmatch(kid) or not secret:
-            raise ValueError("FLASHSALE_CUSTOMER_SECRET must be a secret or kid:secret,kid:secret")
-        out[kid] = secret.encode()
-    return out
+    """`secret` (no kid) or `kid:secret,kid:secret` (FLASHSALE_CUSTOMER_SECRET's form)."""
+    found = keyed_secrets(raw, "FLASHSALE_CUSTOMER_SECRET", ":", bare=True)
+    return {kid: secret.encode() for kid, secret in found.items()}
 
 
-def _read_jwks(source: str) -> dict[str, Any]:
+def _read_jwks(source: str, *, dev: bool = False) -> dict[str, Any]:
+    if source.startswith("http://") and not dev:
+        raise ValueError("FLASHSALE_CUSTOMER_JWKS must be a file or an https:// URL")
     if source.startswith(("https://", "http://")):
         with urllib.request.urlopen(source, timeout=5) as reply:
             doc = json.loads(reply.read())
@@ -77,10 +76,11 @@ class PublicKey:
     key: Any  # what PyJWT verifies with
 
 
-def load_jwks(source: str) -> dict[str, PublicKey]:
-    """kid -> key of every RS256/ES256 key in the JWKS (other keys are not ours to accept)."""
+def load_jwks(source: str, *, dev: bool = False) -> dict[str, PublicKey]:
+    """kid -> key of every RS256/ES256 key in the JWKS (other keys are not ours to accept).
+    Read once, at start: a new key of the shop's needs a restart (or a rolling one)."""
     keys: dict[str, PublicKey] = {}
-    for jwk in _read_jwks(source)["keys"]:
+    for jwk in _read_jwks(source, dev=dev)["keys"]:
         algorithm = jwk.get("alg") or {"RSA": "RS256", "EC": "ES256"}.get(jwk.get("kty", ""))
         if algorithm not in ASYMMETRIC or not isinstance(jwk.get("kid"), str):
             continue
@@ -91,10 +91,16 @@ def load_jwks(source: str) -> dict[str, PublicKey]:
 
 
 def _b64(part: str) -> bytes:
+    """The bytes of one part, which must be canonical base64url: the text re-encodes to itself."""
+    if not PART.fullmatch(part):
+        raise Unauthenticated("the customer token is not a JWT (bad base64url)")
     try:
-        return base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
+        raw = base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
     except (binascii.Error, ValueError):
-        raise Unauthenticated("the customer token is not a JWT (bad base64)") from None
+        raise Unauthenticated("the customer token is not a JWT (bad base64url)") from None
+    if base64.urlsafe_b64encode(raw).rstrip(b"=").decode() != part:
+        raise Unauthenticated("the customer token is not a JWT (non-canonical base64url)")
+    return raw
 
 
 def _json_object(raw: bytes, what: str) -> dict[str, Any]:
@@ -132,7 +138,7 @@ class CustomerTokens:
     @classmethod
     def from_settings(cls, settings: Settings) -> CustomerTokens:
         secrets = parse_secrets(settings.customer_secret) if settings.customer_secret else {}
-        jwks = load_jwks(settings.customer_jwks) if settings.customer_jwks else {}
+        jwks = load_jwks(settings.customer_jwks, dev=settings.dev) if settings.customer_jwks else {}
         return cls(secrets, jwks, settings.customer_audience, settings.customer_issuer)
 
     def customer(self, token: str) -> str:
@@ -144,9 +150,11 @@ class CustomerTokens:
                 return known[0]
             del self._known[token]
             raise Unauthenticated("the customer token has expired")
+        if len(token) > MAX_TOKEN_BYTES:
+            raise Unauthenticated(f"the customer token is longer than {MAX_TOKEN_BYTES} bytes")
         sub, exp = self._verify(token, now)
         if len(self._known) >= MAX_REMEMBERED:
-            self._known.clear()
+            del self._known[next(iter(self._known))]  # the oldest entry makes room
         self._known[token] = (sub, exp)
         return sub
 
@@ -156,7 +164,7 @@ class CustomerTokens:
             raise Unauthenticated("the customer token is not a JWT (three dot-separated parts)")
         header = _json_object(_b64(parts[0]), "header")
         algorithm = header.get("alg")
-        if algorithm not in self.algorithms:
+        if not isinstance(algorithm, str) or algorithm not in self.algorithms:
             accepted = ", ".join(sorted(self.algorithms))
             raise Unauthenticated(f"customer tokens are signed with {accepted}, not {algorithm}")
         kid = header.get("kid")

@@ -166,6 +166,7 @@ async def get_order(request: Request) -> Response:
     """The customer's own order; another customer's answers 404, as a missing one does."""
     state: GatewayState = request.app.state.gateway
     owner = callers.owner(state, request.scope)
+    state.limits.take_order(request.scope, owner)
     order_id = parse_path_id(request.path_params["order"], "order id")
     found = await _record(state, order_id)
     if owner and found.order["customer_id"] != owner:

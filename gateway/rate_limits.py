@@ -4,7 +4,8 @@ IPv6 counted per /64), and the token buckets of each route class in Redis.
 Each route class has buckets of its own, so a flood of joins cannot drain the checkouts of
 admitted buyers: `join`, `checkout` and `hold` (confirm, release, extend) take from Redis
 buckets per customer, per client address and per sale; the status poll, which must not cost a
-Redis call, takes from a bucket per address in the worker.
+Redis call, takes from a bucket per address in the worker, and the order view from one per
+customer.
 """
 
 from __future__ import annotations
@@ -181,8 +182,9 @@ class SaleIndex:
         return False
 
 
-class AddressBuckets:
-    """Token buckets per client address kept in the worker, for the status poll."""
+class LocalBuckets:
+    """Token buckets kept in the worker (no Redis), one per key (a client address, a
+    customer): for routes that must stay cheap, the status poll and the order view."""
 
     def __init__(self, rate_per_s: int, burst: int, max_entries: int = 100_000) -> None:
         self.rate_per_s = rate_per_s
@@ -190,19 +192,17 @@ class AddressBuckets:
         self.max_entries = max_entries
         self._levels: dict[str, tuple[float, float]] = {}  # address -> (tokens, at)
 
-    def take(self, address: str) -> float:
+    def take(self, key: str) -> float:
         """0 when a token was taken, else the seconds until one comes back."""
-        if self.rate_per_s <= 0:
-            return 0.0
         now = time.monotonic()
-        tokens, at = self._levels.get(address, (float(self.burst), now))
+        tokens, at = self._levels.get(key, (float(self.burst), now))
         tokens = min(float(self.burst), tokens + (now - at) * self.rate_per_s)
         if tokens < 1:
-            self._levels[address] = (tokens, now)
+            self._levels[key] = (tokens, now)
             return (1 - tokens) / self.rate_per_s
         if len(self._levels) >= self.max_entries:
             self._levels.clear()
-        self._levels[address] = (tokens - 1, now)
+        self._levels[key] = (tokens - 1, now)
         return 0.0
 
 
@@ -222,7 +222,8 @@ class RateLimits:
         self.metrics = metrics
         self.proxies = TrustedProxies.parse(settings.trusted_proxies)
         self.index = SaleIndex(limiter.engine)
-        self.status = AddressBuckets(settings.rate_status_per_s, settings.rate_status_burst)
+        self.status = LocalBuckets(settings.rate_status_per_s, settings.rate_status_burst)
+        self.orders = LocalBuckets(settings.rate_order_per_s, settings.rate_order_burst)
         self._logged_at = -math.inf
 
     def address(self, scope: Scope) -> str:
@@ -257,6 +258,16 @@ class RateLimits:
         return record.rate_limit if record else RateLimitConfig()
 
     def take_status(self, scope: Scope) -> None:
-        wait_s = self.status.take(self.address(scope))
-        if wait_s:
-            raise too_many(wait_s)
+        """The status poll's bucket of the client address (off unless configured)."""
+        if self.status.rate_per_s > 0:
+            wait_s = self.status.take(self.address(scope))
+            if wait_s:
+                raise too_many(wait_s)
+
+    def take_order(self, scope: Scope, customer_id: str) -> None:
+        """The order view's bucket of the customer (of the address, for the admin): every view
+        costs PostgreSQL queries."""
+        if self.orders.rate_per_s > 0:
+            wait_s = self.orders.take(customer_id or "@" + self.address(scope))
+            if wait_s:
+                raise too_many(wait_s)

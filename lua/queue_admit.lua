@@ -6,6 +6,8 @@
 -- KEYS[5] wr:{S}:active      zset place -> session end ms (admitted, no hold placed yet)
 -- KEYS[6] wr:{S}:admitted    hash place -> 'admitted_at_ms:session_end_ms'
 -- KEYS[7] wr:{S}:lease       string: owner id of the loop running this room
+-- KEYS[8] wr:{S}:tickets     hash customer -> ticket number (only its expiry is set here)
+-- KEYS[9] wr:{S}:who         hash ticket number -> customer (likewise)
 -- ARGV[1] pfx              key prefix fs:{S}: (to reach each sku's stock hash, same slot)
 -- ARGV[2] owner            id of the calling loop
 -- ARGV[3] lease_ms         lease length; every tick of the holder renews it
@@ -17,6 +19,8 @@
 -- ARGV[9] max_scan         most places passed in one tick (bounds the script's run time)
 -- ARGV[10] seed            64 hex chars, committed only when the room has no seed yet
 -- ARGV[11] seed_sha256     hex SHA-256 of that seed
+-- ARGV[12] retention_ms    the room's keys expire this long after the sale's end (when it has
+--                          one); every tick sets it again, so a moved end is followed
 -- Returns {'OK', serving, skipped, seq, place, place, ...}: the places admitted by this tick, in
 --   order (seq: tickets issued so far)
 --   | {'NOT_LEADER', holder} | {'UNKNOWN_SALE'} | {'NO_WAITING_ROOM'}
@@ -38,6 +42,7 @@ local ghost_after_ms = tonumber(ARGV[8])
 local max_scan = tonumber(ARGV[9])
 local seed = ARGV[10]
 local seed_sha256 = ARGV[11]
+local retention_ms = tonumber(ARGV[12])
 
 local sale = redis.call('HMGET', KEYS[1], 'status', 'starts_at_ms', 'ends_at_ms', 'waiting_room')
 if not sale[1] then return { 'UNKNOWN_SALE' } end
@@ -51,6 +56,10 @@ if redis.call('HEXISTS', KEYS[3], 'seed_sha256') == 0 then
   redis.call('HSET', KEYS[3], 'seed', seed, 'seed_sha256', seed_sha256)
 end
 local status, ends_at_ms = sale[1], tonumber(sale[3])
+if ends_at_ms > 0 then
+  redis.call('PEXPIREAT', KEYS[3], ends_at_ms + retention_ms)
+  expire_like(KEYS[3], { KEYS[4], KEYS[5], KEYS[6], KEYS[8], KEYS[9] })
+end
 local started = status == 'open' or (status == 'scheduled' and now >= tonumber(sale[2]))
 if not started or (ends_at_ms > 0 and now >= ends_at_ms) then
   return { 'SALE_NOT_OPEN', status }
@@ -102,7 +111,7 @@ if scanned > 0 then
     'allowance', string.format('%.6f', credit - admitted))
   if admitted > 0 then redis.call('HINCRBY', KEYS[3], 'admitted', admitted) end
   if skipped > 0 then redis.call('HINCRBY', KEYS[3], 'skipped', skipped) end
-  expire_like(KEYS[3], { KEYS[4], KEYS[5], KEYS[6] })
+  expire_like(KEYS[3], { KEYS[4], KEYS[5], KEYS[6] })  -- keys this tick may have made anew
 end
 out[2], out[3] = serving, skipped
 return out

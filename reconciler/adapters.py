@@ -90,7 +90,10 @@ def _decode(reply: httpx.Response) -> dict[str, Any]:
 
 
 def segment(value: str) -> str:
-    """An id a party gave us, made safe to put in a URL path (it may hold '/', '?', '..')."""
+    """An id a party gave us, made one URL path segment (it may hold '/', '?' or '#'). A bare
+    '.' or '..' would still climb the path, however encoded: such an id is no answer."""
+    if value in ("", ".", ".."):
+        raise PartyUnavailable(f"{value!r} is not a usable id in a URL path")
     return quote(value, safe="")
 
 

@@ -8,7 +8,8 @@ import time
 from dataclasses import dataclass
 
 from flashsale.engine import Engine, keys
-from flashsale.engine.errors import FlashsaleError, redis_errors
+from flashsale.engine.connection import redis_errors
+from flashsale.engine.errors import FlashsaleError
 from flashsale.engine.results import Code
 from flashsale.reconciler.config import ReconcilerConfig
 from flashsale.reconciler.restore import restore_counters, restore_holds, restore_stock

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from flashsale.engine import Engine, keys
-from flashsale.engine.errors import redis_errors
+from flashsale.engine.connection import redis_errors
 from flashsale.engine.results import Code
 from flashsale.store.recovery import RestoredHold, SupplierUnits
 

@@ -9,6 +9,7 @@ from typing import Any
 from flashsale.engine.errors import FlashsaleError
 from flashsale.store.db import Connection
 from flashsale.store.orders import BACKORDER_COLUMNS, Row
+from flashsale.store.saga.claims import REARM
 from flashsale.store.saga.model import FINAL
 
 
@@ -55,10 +56,6 @@ _SCHEDULE = """
 UPDATE orders SET next_step = 'backorder.apply', step_due_at = now(),
     step_token = step_token + 1, updated_at = now()
 WHERE order_id = $1
-"""
-_NEW_ROUND = """
-UPDATE saga_steps SET status = 'pending', attempts = 0, round = round + 1
-WHERE order_id = $1 AND step = 'backorder.apply' AND status <> 'pending'
 """
 _NOTE = """
 INSERT INTO order_transitions (order_id, from_status, to_status, cause) VALUES ($1, $2, $2, $3)
@@ -110,7 +107,7 @@ async def decide(
         await conn.execute(_DECIDE, backorder_id, json.dumps(decision))
         if order["idle"]:
             await conn.execute(_SCHEDULE, order_id)
-            await conn.execute(_NEW_ROUND, order_id)
+            await conn.execute(REARM, order_id, "backorder.apply")
         cause = f"retailer decided backorder {backorder_id}: {json.dumps(decision)}"
         await conn.execute(_NOTE, order_id, order["status"], cause)
     return order_id, decision

@@ -105,8 +105,53 @@ def test_a_verified_token_is_kept_until_it_expires() -> None:
     tokens = CustomerTokens({None: b"s" * 40}, {}, AUD, clock=lambda: now[0])
     token = jwt.encode({"sub": "alice", "aud": AUD, "exp": 1_000_100}, b"s" * 40, "HS256")
     assert tokens.customer(token) == "alice"
+    assert list(tokens._known) == [token]  # verified once, kept
     now[0] = 1_000_100 + 59  # within the 60 s of leeway: still good
     assert tokens.customer(token) == "alice"
     now[0] = 1_000_100 + 61
     with pytest.raises(Unauthenticated, match="expired"):
         tokens.customer(token)
+
+
+def test_a_token_has_one_spelling_so_copies_cannot_flood_the_memo(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A lenient base64 decoder would accept one valid token written a million ways (extra
+    characters, different trailing bits), each a new entry of the verified-token memo."""
+    key = b"s" * 40
+    tokens = CustomerTokens({None: key}, {}, AUD)
+    token = jwt.encode(_claims(), key, "HS256")
+    head, body, sig = token.split(".")
+    assert tokens.customer(token) == "alice"
+    last = sig[-1]
+    twin = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    sibling = twin[twin.index(last) ^ 1]  # same 6-bit group but the last bit: same bytes?
+    copies = [
+        f"{head}.{body}.{sig[:5]}!!!~{sig[5:]}",
+        f"{head}.{body}.{sig}{'*' * 4000}",
+        f"{head}.{body}.{sig}==",
+        f"{head}.{body}.{sig[:-1]}{sibling}",
+        f"{head}=.{body}.{sig}",
+    ]
+    for copy in copies:
+        with pytest.raises(Unauthenticated):
+            tokens.customer(copy)
+    assert len(tokens._known) == 1
+    with pytest.raises(Unauthenticated, match="longer than 4096"):
+        tokens.customer(token + "A" * 5000)
+    monkeypatch.setattr("flashsale.gateway.identity.MAX_REMEMBERED", 3)
+    for customer in ("b", "c", "d"):
+        tokens.customer(jwt.encode(_claims(customer), key, "HS256"))
+    assert len(tokens._known) == 3 and token not in tokens._known  # the oldest made room
+
+
+def test_a_malformed_header_is_a_401_not_a_crash() -> None:
+    tokens = CustomerTokens({None: b"s" * 40}, {}, AUD)
+    for header in ({"alg": ["HS256"]}, {"alg": {"x": 1}}, {"alg": "HS256", "kid": 7}):
+        with pytest.raises(Unauthenticated):
+            tokens.customer(_hand_made(header, _claims(), b"s" * 40))
+
+
+def test_a_jwks_comes_from_a_file_or_https_outside_dev() -> None:
+    with pytest.raises(ValueError, match="https://"):
+        load_jwks("http://127.0.0.1:9/jwks.json")

@@ -17,15 +17,16 @@ from flashsale.engine import Code, Engine, keys
 from flashsale.engine.connection import RedisClient
 from flashsale.engine.rate_limit import RateLimiter
 from flashsale.engine.settings import Settings
-from flashsale.engine.waiting_room import TokenUse, WaitingRoom
+from flashsale.engine.waiting_room import RoomConfig, TokenUse, WaitingRoom
 from flashsale.gateway.metrics import Metrics
 from flashsale.gateway.rate_limits import RateLimits
 from flashsale.gateway.sale_records import SaleRecords
 from flashsale.loadtests.gateway_process import Gateway
+from flashsale.store.db import Connection
 from tests.gateway_helpers import assert_problem, client, crowd_post, new_sale_id
 from tests.helpers import eventually, open_sale, snapshot
 from tests.saga_support import fresh_database
-from tests.security_helpers import Shop, production_gateway
+from tests.security_helpers import Shop, production_gateway, seed_order
 from tests.waiting_room_helpers import room_body, room_config
 
 UNKNOWN = 2_000
@@ -105,7 +106,8 @@ async def test_unknown_sale_ids_cost_no_postgres_query(
     every transaction counted there is its own."""
     url = await fresh_database(service_urls["FLASHSALE_DATABASE_URL"], "flashsale_sec_unknown")
     own = {**service_urls, "FLASHSALE_DATABASE_URL": url}
-    with production_gateway(settings, own) as (gw, shop):
+    limited = {"FLASHSALE_RATE_PER_CLIENT_PER_S": "5"}  # limits on: buckets would be written
+    with production_gateway(settings, own, **limited) as (gw, shop):
         before = await _settled_transactions(url)
         paths = [f"/v1/sales/nope-{i}/holds" for i in range(UNKNOWN)]
         body = {"items": [{"sku": "A", "qty": 1}]}
@@ -120,7 +122,8 @@ async def test_unknown_sale_ids_cost_no_postgres_query(
         assert all(r.status_code == 404 and r.json()["code"] == "NOT_FOUND" for r in replies)
         spent = await _settled_transactions(url) - before
     assert spent < UNKNOWN // 10, f"{spent} PostgreSQL transactions for {UNKNOWN} unknown ids"
-    assert not [k async for k in redis_client.scan_iter(match="fs:{nope-*")]
+    written = [k async for k in redis_client.scan_iter(match="*{nope-*")]
+    assert written == [], f"keys written for unknown sales: {written[:3]}"
 
 
 async def test_a_limit_that_cannot_be_read_is_counted_and_logged(
@@ -168,9 +171,19 @@ async def test_room_keys_expire_after_the_sale(engine: Engine, settings: Setting
     assert (await engine.load_sale(ends)).code == "OK"
     room = WaitingRoom(engine)
     assert (await room.queue_join(with_end, "alice")).code is Code.OK
-    for key in (keys.room(with_end), keys.room_tickets(with_end), keys.room_who(with_end)):
+    room_keys = (keys.room(with_end), keys.room_tickets(with_end), keys.room_who(with_end))
+    for key in room_keys:
         left_ms = await engine.client.pttl(key)
         assert 3_600_000 + retention_ms - 60_000 < left_ms <= 3_600_000 + retention_ms, key
+    # The end moves out by an hour after the last join: the next admission tick follows it.
+    later = dataclasses.replace(ends, version=3, ends_at_ms=ends.ends_at_ms + 3_600_000)
+    assert (await engine.load_sale(later)).code == "OK"
+    tick = RoomConfig(admit_rate_per_s=1, max_active=1, session_ms=60_000, ghost_after_ms=60_000)
+    await room.queue_admit(with_end, "test-loop", tick)
+    for key in room_keys:
+        left_ms = await engine.client.pttl(key)
+        assert 7_200_000 + retention_ms - 60_000 < left_ms <= 7_200_000 + retention_ms, key
+    assert 0 < await engine.client.pttl(keys.room_lease(with_end)) <= tick.lease_ms
     no_end = new_sale_id("noend")
     await open_sale(engine, room_config(no_end))
     assert (await room.queue_join(no_end, "bob")).code is Code.OK
@@ -179,10 +192,62 @@ async def test_room_keys_expire_after_the_sale(engine: Engine, settings: Setting
     assert code is Code.OK
     for key in (keys.room(no_end), keys.room_tickets(no_end), keys.room_who(no_end)):
         assert 0 < await engine.client.pttl(key) <= retention_ms, key
+    await engine.client.pexpire(keys.room(no_end), 5_000)  # as if most of the time had passed
+    assert (await engine.set_status(no_end, "closed"))[0] is Code.OK  # closing again...
+    assert await engine.client.pttl(keys.room(no_end)) <= 5_000  # ...gives no more time
 
 
-async def test_join_and_checkout_of_an_unknown_sale_answer_404(prod: tuple[Gateway, Shop]) -> None:
+async def test_every_route_of_an_unknown_sale_answers_404(prod: tuple[Gateway, Shop]) -> None:
     gw, shop = prod
+    alice = shop.as_customer("alice")
+    body = {"items": [{"sku": "A", "qty": 1}]}
     async with client(gw) as http:
-        alice = shop.as_customer("alice")
         assert_problem(await http.post("/v1/sales/nope-x/queue", headers=alice), 404, "NOT_FOUND")
+        checkout = await http.post("/v1/sales/nope-x/holds", json=body, headers=alice)
+        assert_problem(checkout, 404, "NOT_FOUND")
+        release = await http.post("/v1/sales/nope-x/holds/h1/release", headers=alice)
+        assert_problem(release, 404, "NOT_FOUND")
+
+
+async def test_status_polls_are_limited_per_address(
+    settings: Settings, service_urls: dict[str, str]
+) -> None:
+    """The status poll costs no Redis call; its bucket is per address, in each worker."""
+    extra = {
+        "FLASHSALE_RATE_STATUS_PER_S": "1",
+        "FLASHSALE_RATE_STATUS_BURST": "3",
+        "FLASHSALE_TRUSTED_PROXIES": "127.0.0.1",
+    }
+    with production_gateway(settings, service_urls, **extra) as (gw, shop):
+        sale = new_sale_id("polls")
+        async with client(gw, max_connections=1) as http:  # one connection: one worker
+            body = room_body(10, rate=1)
+            put = await http.put(f"/v1/admin/sales/{sale}", json=body, headers=shop.admin)
+            assert put.is_success
+            joined = await http.post(f"/v1/sales/{sale}/queue", headers=shop.as_customer("a"))
+            status = joined.json()["status_url"]
+            here = {"X-Forwarded-For": "198.51.100.7"}
+            polls = [(await http.get(status, headers=here)).status_code for _ in range(6)]
+            assert polls[:3] == [200, 200, 200] and 429 in polls[3:], polls
+            there = {"X-Forwarded-For": "198.51.100.8"}
+            assert (await http.get(status, headers=there)).status_code == 200
+
+
+async def test_order_views_are_limited_per_customer(
+    prod: tuple[Gateway, Shop], gateway_db: Connection
+) -> None:
+    """Every order view reads PostgreSQL: one customer cannot make it do so without end."""
+    gw, shop = prod
+    async with client(gw, max_connections=1) as http:  # one connection: one worker's bucket
+        sale = new_sale_id("views")
+        body = room_body(10, room=False)
+        assert (await http.put(f"/v1/admin/sales/{sale}", json=body, headers=shop.admin)).is_success
+        order_id = new_sale_id("ord")
+        await seed_order(gateway_db, sale, order_id, "alice")
+        alice = shop.as_customer("alice")
+        views = [(await http.get(f"/v1/orders/{order_id}", headers=alice)) for _ in range(15)]
+        codes = [v.status_code for v in views]
+        assert codes[:10] == [200] * 10 and 429 in codes[10:], codes
+        assert int(next(v for v in views if v.status_code == 429).headers["Retry-After"]) >= 1
+        bob = await http.get(f"/v1/orders/{order_id}", headers=shop.as_customer("bob"))
+        assert_problem(bob, 404, "NOT_FOUND")  # bob's own bucket; alice's order is not his

@@ -122,5 +122,8 @@ async def test_party_credentials_go_in_a_header_and_ids_stay_one_path_segment(
         segment = re.escape("..%2F..%2F_sim%2Freset%3Fx%3D1/void: HTTP 404")
         with pytest.raises(PartyUnavailable, match=segment):
             await provider.void("k2", hostile)  # one odd segment: no route of the party
+        for climbing in ("..", ".", ""):
+            with pytest.raises(PartyUnavailable, match="not a usable id"):
+                await provider.capture("k3", climbing, 500)
         records = (await http.get(payments + "/_sim/records")).json()["authorizations"]
         assert [a["id"] for a in records] == [authorized.ref]

@@ -116,6 +116,7 @@ class QueueStatus:
         sale_id: str = scope["path_params"]["sale"]
         ticket: str = scope["path_params"]["ticket"]
         try:
+            scope["app"].state.gateway.limits.take_status(scope)
             number = service.tickets.known(sale_id, ticket)  # a poll seen before: valid ids
             if number is None:
                 _sale_id(scope)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import jwt
 
 from flashsale.engine.keys import ID_PATTERN
-from flashsale.engine.settings import Settings
+from flashsale.engine.settings import Settings, token_previous_secrets
 from flashsale.gateway.problems import Problem
 
 ALGORITHM = "HS256"
@@ -41,17 +41,6 @@ def _derive(secret: str, purpose: bytes) -> bytes:
     return hmac.digest(secret.encode(), purpose, "sha256")
 
 
-def parse_previous(raw: str) -> dict[str, str]:
-    """`kid=secret,kid=secret` (a secret must not contain ',')."""
-    out: dict[str, str] = {}
-    for part in filter(None, (p.strip() for p in raw.split(","))):
-        kid, sep, secret = part.partition("=")
-        if not sep or not ID_PATTERN.fullmatch(kid) or not secret:
-            raise ValueError("FLASHSALE_TOKEN_PREVIOUS_SECRETS must be kid=secret,kid=secret")
-        out[kid] = secret
-    return out
-
-
 class KeyRing:
     """The current signing secret under its key id, and previous ones still accepted."""
 
@@ -66,7 +55,7 @@ class KeyRing:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> KeyRing:
-        previous = parse_previous(settings.token_previous_secrets)
+        previous = token_previous_secrets(settings)
         if settings.token_kid in previous:
             raise ValueError("FLASHSALE_TOKEN_KID also appears among the previous secrets")
         return cls(settings.token_kid, {**previous, settings.token_kid: settings.token_secret})

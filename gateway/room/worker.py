@@ -36,8 +36,9 @@ def _check(settings: Settings) -> None:
             "FLASHSALE_QUEUE_GHOST_AFTER_MS must exceed the poll interval plus the heartbeat "
             "flush interval, or waiters who poll on time would be skipped"
         )
-    limits = ("rate_per_client_per_s", "rate_burst", "rate_per_sale_per_s", "rate_status_per_s")
-    for name in (*limits, "rate_status_burst"):
+    limits = ("rate_per_client_per_s", "rate_burst", "rate_per_sale_per_s")
+    local = ("rate_status_per_s", "rate_status_burst", "rate_order_per_s", "rate_order_burst")
+    for name in (*limits, *local):
         if getattr(settings, name) < 0:
             raise ValueError(f"FLASHSALE_{name.upper()} must not be negative")
 

@@ -62,6 +62,12 @@ async def claim(conn: Connection, limit: int, lease_ms: int) -> list[Claim]:
 
 
 LOCK = "SELECT status, step_token FROM orders WHERE order_id = $1 FOR UPDATE"
+# A step due again starts a new round: its tries count from zero, and the parties see new
+# idempotency keys (they are made of order, step and round).
+REARM = """
+UPDATE saga_steps SET status = 'pending', attempts = 0, round = round + 1, updated_at = now()
+WHERE order_id = $1 AND step = $2 AND status <> 'pending'
+"""
 TRANSITION = """
 INSERT INTO order_transitions (order_id, from_status, to_status, cause) VALUES ($1, $2, $3, $4)
 """

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from flashsale.store.db import Connection
-from flashsale.store.saga.claims import LOCK, TRANSITION, Claim
+from flashsale.store.saga.claims import LOCK, REARM, TRANSITION, Claim
 from flashsale.store.saga.model import FINAL, Backorder, Decision, Line, Notice, Order
 
 # --- reading -----------------------------------------------------------------------------------
@@ -200,10 +200,6 @@ _CLOSE_BACKORDERS = """
 UPDATE backorders SET status = 'cancelled', applied = true
 WHERE order_id = $1 AND status IN ('open', 'decided', 'waiting')
 """
-_REARM = """
-UPDATE saga_steps SET status = 'pending', attempts = 0, round = round + 1, updated_at = now()
-WHERE order_id = $1 AND step = $2 AND status <> 'pending'
-"""
 _NEXT = """
 UPDATE orders SET next_step = $2, step_due_at = $3, step_token = step_token + 1,
     claimed_until = NULL, dead_step = NULL, updated_at = now()
@@ -220,7 +216,7 @@ async def _cursor(conn: Connection, c: Claim, d: Decision, status: str) -> None:
     elif await conn.fetchval(_DECIDED, c.order_id):
         next_step, next_at = "backorder.apply", None
     if next_step is not None:
-        await conn.execute(_REARM, c.order_id, next_step)
+        await conn.execute(REARM, c.order_id, next_step)
     await conn.execute(_NEXT, c.order_id, next_step, next_at or dt.datetime.now(dt.UTC))
 
 
@@ -231,7 +227,7 @@ async def write(conn: Connection, c: Claim, o: Order, d: Decision) -> bool:
         if row is None or row["step_token"] != c.token:
             return False
         status = d.status or row["status"]
-        moved = d.status is not None and d.status != row["status"]
+        moved = bool(d.status) and d.status != row["status"]
         await _order_row(conn, c.order_id, d.status if moved else None, d.order)
         if moved or d.cause:
             await conn.execute(TRANSITION, c.order_id, row["status"], status, d.cause)
