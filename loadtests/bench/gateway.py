@@ -21,25 +21,31 @@ from flashsale.services import require_binary
 
 SALE = "bench-gateway"
 CUSTOMERS = 20_000  # distinct customer tokens, taken in turn: each is verified once, then cached
-# Each checkout as a customer of the shop would send it: its own signed customer token.
-CHECKOUT_LUA = """
+# Each checkout as a customer of the shop would send it: its own signed customer token. The
+# /healthz side builds the same requests in wrk's Lua (and /healthz ignores them), so wrk, on
+# the same two cores, does the same work for the baseline as for the route.
+REQUESTS_LUA = """
 local tokens = { %s }
 local n, i = #tokens, 0
 request = function()
   i = i %% n + 1
-  return wrk.format("POST", nil, {
+  return wrk.format("%s", nil, {
     ["Content-Type"] = "application/json", ["X-Customer-Token"] = tokens[i]
   }, '{"items":[{"sku":"hot","qty":1}]}')
 end
 """
 
 
-def checkout_script(settings: Settings) -> str:
-    passes = (
-        customer_token(settings.customer_secret, settings.customer_audience, f"bench-{n}")
+def token_scripts(settings: Settings, folder: Path) -> tuple[Path, Path]:
+    """(the checkout script, the /healthz script), over the same CUSTOMERS tokens."""
+    passes = ", ".join(
+        '"' + customer_token(settings.customer_secret, settings.customer_audience, f"b{n}") + '"'
         for n in range(CUSTOMERS)
     )
-    return CHECKOUT_LUA % ", ".join(f'"{p}"' for p in passes)
+    checkout, healthz = folder / "checkout.lua", folder / "healthz.lua"
+    checkout.write_text(REQUESTS_LUA % (passes, "POST"))
+    healthz.write_text(REQUESTS_LUA % (passes, "GET"))
+    return checkout, healthz
 
 
 def _admin(gw: Gateway, settings: Settings, method: str, path: str, body: object = None) -> None:
@@ -126,15 +132,14 @@ def _measure(
     settings: Settings, env: dict[str, str], seconds: int, connections: int, workers: int
 ) -> list[Row]:
     with tempfile.TemporaryDirectory() as tmp, gateway(env, workers=workers) as gw:
-        script = Path(tmp) / "checkout.lua"
-        script.write_text(checkout_script(settings))
+        script, baseline = token_scripts(settings, Path(tmp))
         create_bench_sale(gw, settings)
         holds = f"{gw.url}/v1/sales/{SALE}/holds"
         _wrk(holds, 2, connections, script, "warm-up")
         rows: dict[str, list[Row]] = {}
         for _ in range(2):  # alternate so neither side always gets the warmer machine
             for row in (
-                _wrk(gw.url + "/healthz", seconds, connections, None, "GET /healthz"),
+                _wrk(gw.url + "/healthz", seconds, connections, baseline, "GET /healthz"),
                 _wrk(holds, seconds, connections, script, "POST /v1/sales/{sale}/holds"),
             ):
                 rows.setdefault(row.name, []).append(row)
