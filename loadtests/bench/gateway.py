@@ -3,21 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-import re
-import subprocess
 import tempfile
 from pathlib import Path
-
-import orjson
 
 from flashsale import services
 from flashsale.engine import Engine, Settings
 from flashsale.engine.connection import connect
 from flashsale.loadtests.bench.engine import Row
+from flashsale.loadtests.bench.wrk import alternate, wrk
 from flashsale.loadtests.crowd.passes import customer_token
 from flashsale.loadtests.gateway_process import Gateway, gateway
 from flashsale.loadtests.run_secrets import production_secrets
-from flashsale.services import require_binary
+from flashsale.loadtests.sale_api import SaleApi
 
 SALE = "bench-gateway"
 CUSTOMERS = 20_000  # distinct customer tokens, taken in turn: each is verified once, then cached
@@ -48,23 +45,6 @@ def token_scripts(settings: Settings, folder: Path) -> tuple[Path, Path]:
     return checkout, healthz
 
 
-def _admin(gw: Gateway, settings: Settings, method: str, path: str, body: object = None) -> None:
-    import urllib.request
-
-    data = orjson.dumps(body) if body is not None else b""
-    request = urllib.request.Request(
-        gw.url + path,
-        data=data,
-        method=method,
-        headers={
-            "Authorization": f"Bearer {settings.admin_key}",
-            "Content-Type": "application/json",
-        },
-    )
-    with urllib.request.urlopen(request, timeout=10) as reply:
-        reply.read()
-
-
 def create_bench_sale(gw: Gateway, settings: Settings) -> None:
     """A fresh name per run keeps an old run's holds out of this one."""
     sale = {
@@ -81,29 +61,7 @@ def create_bench_sale(gw: Gateway, settings: Settings) -> None:
             }
         ],
     }
-    _admin(gw, settings, "PUT", f"/v1/admin/sales/{SALE}", sale)
-    _admin(gw, settings, "POST", f"/v1/admin/sales/{SALE}/open")
-
-
-def _wrk(url: str, seconds: int, connections: int, script: Path | None, name: str) -> Row:
-    exe = require_binary("wrk", "wrk")
-    cmd = [exe, "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", url]
-    if script is not None:
-        cmd[1:1] = ["-s", str(script)]
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
-    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    if bad:  # an error answer is cheaper than a hold: counting it would flatter the route
-        raise RuntimeError(f"{name}: {bad[1]} requests failed\n{out}")
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out)[1])  # type: ignore[index]
-    return Row(name, rps, _latency_ms(out, "50%"), _latency_ms(out, "99%"))
-
-
-def _latency_ms(out: str, quantile: str) -> float:
-    match = re.search(rf"{quantile}\s+([\d.]+)(us|ms|s)\b", out)
-    if match is None:
-        raise RuntimeError(f"no {quantile} latency in wrk output:\n{out}")
-    scale = {"us": 0.001, "ms": 1.0, "s": 1000.0}[match[2]]
-    return float(match[1]) * scale
+    SaleApi(gw.url, SALE, settings.admin_key).create(sale)
 
 
 def forget_bench_sale(settings: Settings, redis_url: str) -> None:
@@ -135,13 +93,9 @@ def _measure(
         script, baseline = token_scripts(settings, Path(tmp))
         create_bench_sale(gw, settings)
         holds = f"{gw.url}/v1/sales/{SALE}/holds"
-        _wrk(holds, 2, connections, script, "warm-up")
-        rows: dict[str, list[Row]] = {}
-        for _ in range(2):  # alternate so neither side always gets the warmer machine
-            for row in (
-                _wrk(gw.url + "/healthz", seconds, connections, baseline, "GET /healthz"),
-                _wrk(holds, seconds, connections, script, "POST /v1/sales/{sale}/holds"),
-            ):
-                rows.setdefault(row.name, []).append(row)
-                print(f"  {row.name}: {row.requests_per_s:.0f} req/s, p99 {row.p99_ms:.1f} ms")
-    return [max(r, key=lambda x: x.requests_per_s) for r in rows.values()]
+        wrk(holds, 2, connections, script, "warm-up")
+        sides = [
+            (gw.url + "/healthz", baseline, "GET /healthz"),
+            (holds, script, "POST /v1/sales/{sale}/holds"),
+        ]
+        return alternate(sides, seconds, connections)

@@ -7,10 +7,7 @@ import asyncio
 import dataclasses
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
-
-import orjson
 
 from flashsale import services
 from flashsale.engine import Engine, Settings
@@ -18,9 +15,10 @@ from flashsale.engine.connection import connect
 from flashsale.engine.waiting_room import WaitingRoom
 from flashsale.gateway.room.tokens import KeyRing, Tickets
 from flashsale.loadtests.bench.engine import Row
-from flashsale.loadtests.bench.gateway import _admin, _wrk
-from flashsale.loadtests.gateway_process import Gateway, gateway
+from flashsale.loadtests.bench.wrk import alternate, wrk
+from flashsale.loadtests.gateway_process import gateway
 from flashsale.loadtests.run_secrets import production_secrets
+from flashsale.loadtests.sale_api import SaleApi
 
 SALE = "bench-queue"
 TICKETS = 50_000
@@ -61,13 +59,13 @@ def _room_sale() -> dict[str, object]:
     }
 
 
-def _wait_opened(gw: Gateway, timeout_s: float = 15) -> None:
+def _wait_opened(api: SaleApi, timeout_s: float = 15) -> None:
     """Until an admission loop has opened the room (no pre-queue: place = ticket number)."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        with urllib.request.urlopen(f"{gw.url}/v1/sales/{SALE}/queue", timeout=5) as reply:
-            if orjson.loads(reply.read())["opened_at"] is not None:
-                return
+        room = api.room()
+        if room is not None and room["opened_at"] is not None:
+            return
         time.sleep(0.2)
     raise RuntimeError("no admission loop opened the benchmark room")
 
@@ -111,13 +109,13 @@ def _measure(
     settings: Settings, env: dict[str, str], seconds: int, connections: int, workers: int
 ) -> list[Row]:
     with tempfile.TemporaryDirectory() as tmp, gateway(env, workers=workers) as gw:
-        _admin(gw, settings, "PUT", f"/v1/admin/sales/{SALE}", _room_sale())
-        _admin(gw, settings, "POST", f"/v1/admin/sales/{SALE}/open")
-        _wait_opened(gw)
+        api = SaleApi(gw.url, SALE, settings.admin_key)
+        api.create(_room_sale())
+        _wait_opened(api)
         join_script, status_script = Path(tmp) / "join.lua", Path(tmp) / "status.lua"
         health_script = Path(tmp) / "healthz.lua"
         join_script.write_text(JOIN_LUA % SALE)
-        join = _wrk(
+        join = wrk(
             f"{gw.url}/v1/sales/{SALE}/queue",
             seconds,
             connections,
@@ -131,20 +129,9 @@ def _measure(
         status_script.write_text(PICK_LUA % (ids, f"/v1/sales/{SALE}/queue/"))
         health_script.write_text(PICK_LUA % (ids, "/healthz?t="))
         status_url = f"{gw.url}/v1/sales/{SALE}/queue/1"
-        _wrk(status_url, 2, connections, status_script, "warm-up")
-        rows: dict[str, list[Row]] = {}
-        for _ in range(2):  # alternate so neither side always gets the warmer machine
-            for row in (
-                _wrk(gw.url + "/healthz", seconds, connections, health_script, "GET /healthz"),
-                _wrk(
-                    status_url,
-                    seconds,
-                    connections,
-                    status_script,
-                    f"GET .../queue/{{ticket}} ({total // 1000}k waiting)",
-                ),
-            ):
-                rows.setdefault(row.name, []).append(row)
-                print(f"  {row.name}: {row.requests_per_s:.0f} req/s, p99 {row.p99_ms:.1f} ms")
-    best = [max(r, key=lambda x: x.requests_per_s) for r in rows.values()]
-    return [*best, join]
+        wrk(status_url, 2, connections, status_script, "warm-up")
+        sides = [
+            (gw.url + "/healthz", health_script, "GET /healthz"),
+            (status_url, status_script, f"GET .../queue/{{ticket}} ({total // 1000}k waiting)"),
+        ]
+        return [*alternate(sides, seconds, connections), join]
