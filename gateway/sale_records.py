@@ -15,12 +15,6 @@ from flashsale.store import sales
 RECORD_FRESH_S = 3.0
 RECORD_STALE_S = 30.0
 LOAD_TIMEOUT_S = 0.5
-ROOM_SALES = """
-SELECT sale_id FROM sales
-WHERE status <> 'closed' AND (ends_at IS NULL OR ends_at > now())
-  AND (waiting_room->>'enabled')::boolean
-ORDER BY sale_id
-"""
 
 
 class SaleRecords:
@@ -49,7 +43,6 @@ class SaleRecords:
         """Sales with a waiting room that are not closed or over."""
         try:
             async with self._pool.acquire() as conn:
-                rows = await conn.fetch(ROOM_SALES)
+                return await sales.room_sale_ids(conn)
         except (OSError, asyncpg.PostgresError) as exc:
             raise EngineUnavailable(f"postgresql call failed: {exc}") from exc
-        return [str(row["sale_id"]) for row in rows]

@@ -310,3 +310,16 @@ async def set_status(conn: Connection, sale_id: str, status: str) -> bool:
 async def sale_ids(conn: Connection) -> list[str]:
     rows = await conn.fetch("SELECT sale_id FROM sales ORDER BY sale_id")
     return [str(row["sale_id"]) for row in rows]
+
+
+_ROOM_SALES = """
+SELECT sale_id FROM sales
+WHERE status <> 'closed' AND (ends_at IS NULL OR ends_at > now())
+  AND (waiting_room->>'enabled')::boolean
+ORDER BY sale_id
+"""
+
+
+async def room_sale_ids(conn: Connection) -> list[str]:
+    """Sales with a waiting room that are not closed or over: the rooms to run."""
+    return [str(row["sale_id"]) for row in await conn.fetch(_ROOM_SALES)]

@@ -9,12 +9,13 @@ from collections.abc import Iterator
 
 import pytest
 
+from flashsale.engine import Engine
 from flashsale.engine.connection import RedisClient
 from flashsale.engine.settings import Settings
 from flashsale.loadtests.gateway_process import Gateway
 from tests.gateway_helpers import assert_problem, client, crowd_post, new_sale_id
 from tests.security_helpers import Shop, production_gateway, room_opened
-from tests.waiting_room_helpers import room_body, room_snapshot
+from tests.waiting_room_helpers import assert_room_sound, room_body, room_snapshot
 
 JOINS = 10_000
 
@@ -59,7 +60,7 @@ async def test_ten_thousand_new_ids_without_a_token_get_no_ticket(
 
 
 async def test_one_token_with_ten_thousand_body_ids_gets_one_ticket(
-    prod: tuple[Gateway, Shop], redis_client: RedisClient
+    prod: tuple[Gateway, Shop], redis_client: RedisClient, live_engine: Engine
 ) -> None:
     gw, shop = prod
     sale = await _room_sale(gw, shop)
@@ -70,6 +71,7 @@ async def test_one_token_with_ten_thousand_body_ids_gets_one_ticket(
     assert codes == {201: 1, 403: JOINS - 1}, codes
     assert all(r.json()["code"] == "CUSTOMER_MISMATCH" for r in replies if r.status_code == 403)
     assert await _tickets(redis_client, sale) == 1
+    await assert_room_sound(live_engine, sale)
 
 
 async def test_an_ipv6_64_is_one_client_address(prod: tuple[Gateway, Shop]) -> None:

@@ -24,10 +24,10 @@ from flashsale.gateway.sale_records import SaleRecords
 from flashsale.loadtests.gateway_process import Gateway
 from flashsale.store.db import Connection
 from tests.gateway_helpers import assert_problem, client, crowd_post, new_sale_id
-from tests.helpers import eventually, open_sale, snapshot
+from tests.helpers import eventually, open_sale, sku_stock, snapshot
 from tests.saga_support import fresh_database
 from tests.security_helpers import Shop, production_gateway, seed_order
-from tests.waiting_room_helpers import room_body, room_config
+from tests.waiting_room_helpers import assert_room_sound, room_body, room_config
 
 UNKNOWN = 2_000
 
@@ -51,7 +51,9 @@ async def _admitted(gw: Gateway, shop: Shop, sale: str, customer: str) -> str:
         return await eventually(admitted)
 
 
-async def test_a_join_flood_does_not_lock_out_the_checkout(prod: tuple[Gateway, Shop]) -> None:
+async def test_a_join_flood_does_not_lock_out_the_checkout(
+    prod: tuple[Gateway, Shop], redis_client: RedisClient, live_engine: Engine
+) -> None:
     """Before: join and checkout took from the same buckets, so a customer (or a flood from
     their address) that used up the joins could no longer check out."""
     gw, shop = prod
@@ -71,6 +73,9 @@ async def test_a_join_flood_does_not_lock_out_the_checkout(prod: tuple[Gateway, 
             f"/v1/sales/{sale}/holds", json={"items": [{"sku": "A", "qty": 1}]}, headers=headers
         )
     assert hold.status_code == 201, hold.text
+    assert await redis_client.hlen(f"wr:{{{sale}}}:tickets") == 1  # the flood made no ticket
+    assert (await sku_stock(live_engine, sale, "A")).reserved == 1
+    await assert_room_sound(live_engine, sale)
 
 
 async def _transactions(url: str) -> int:
