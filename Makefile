@@ -5,8 +5,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: venv services browser down lint test demo bench clean
+.PHONY: venv services browser promtool down lint test demo bench clean
 CHROMIUM := /usr/bin/chromium
+PROMTOOL := /usr/bin/promtool
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,17 +33,31 @@ browser:
 	    "package (apt-get install chromium) or the browser test fails" >&2; \
 	fi
 
+# The monitoring tests (tests/test_deploy.py, tests/test_services_prometheus.py) run Debian's
+# promtool and prometheus (package `prometheus`): installed here when missing and root, as above.
+promtool:
+	@if [ -x $(PROMTOOL) ]; then :; \
+	elif [ "$$(id -u)" = 0 ]; then \
+	  echo "installing Debian's prometheus for the monitoring tests"; \
+	  DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; \
+	else \
+	  echo "promtool: $(PROMTOOL) is missing and this is not root; install Debian's prometheus" \
+	    "package (apt-get install prometheus) or the monitoring tests fail" >&2; \
+	fi
+
 down: venv
 	$(BIN)/flashsale services down
 
-# ruff (bare `engine`-style imports refused), mypy --strict, and the layer contracts of
-# import-linter (pyproject.toml [tool.importlinter]).
+# ruff (bare `engine`-style imports refused), mypy --strict, the layer contracts of
+# import-linter (pyproject.toml [tool.importlinter]), and hadolint on the Dockerfile.
 lint: venv
 	$(BIN)/ruff check flashsale engine lua gateway reconciler store loadtests tests
 	$(BIN)/mypy
 	$(BIN)/lint-imports --no-cache
+	$(BIN)/hadolint Dockerfile
 
-test: services browser lint
+test: services browser promtool lint
 	$(BIN)/pytest -q -p no:cacheprovider
 
 demo: services

@@ -9,7 +9,7 @@ from typing import Any
 
 from redis.commands.core import AsyncScript
 
-from flashsale.engine import keys
+from flashsale.engine import keys, logs
 from flashsale.engine.batcher import ScriptBatcher
 from flashsale.engine.connection import RedisClient, hgetall, redis_errors, smembers
 from flashsale.engine.errors import EngineUnavailable, InvalidInput
@@ -34,13 +34,24 @@ from flashsale.engine.waiting_room import TokenUse
 
 
 class Engine:
-    """Reserve, confirm, release, extend, sweep, adjust, load and read sales held in Redis."""
+    """Reserve, confirm, release, extend, sweep, adjust, load and read sales held in Redis.
+
+    The scripts that write events for a request (reserve, confirm, release, compensate, extend)
+    are given the request id in hand (`logs.request_id`, set by the gateway or the saga)."""
 
     def __init__(self, client: RedisClient, settings: Settings, *, batching: bool = True) -> None:
         self.client = client
         self.settings = settings
         self.scripts = Scripts.register(client)
-        self.batcher = ScriptBatcher(client) if batching else None
+        self.batcher = (
+            ScriptBatcher(
+                client,
+                wait_replicas=settings.redis_wait_replicas,
+                wait_timeout_ms=settings.redis_wait_timeout_ms,
+            )
+            if batching
+            else None
+        )
         self._retention_ms = settings.hold_retention_s * 1000
         self._idem_ttl_ms = settings.idempotency_ttl_s * 1000
         self._offset_ms = 0
@@ -63,7 +74,9 @@ class Engine:
 
     async def _run(self, script: AsyncScript, keys_: Sequence[str], args: Sequence[Any]) -> Any:
         if self.batcher is not None:
-            return await self.batcher.call(script, keys_, args)
+            # stock.lua only reads: its answer needs no WAIT (FLASHSALE_REDIS_WAIT_REPLICAS).
+            writes = script is not self.scripts.stock
+            return await self.batcher.call(script, keys_, args, writes=writes)
         with redis_errors():
             return await script(keys=keys_, args=args)
 
@@ -171,6 +184,7 @@ class Engine:
             self._idem_ttl_ms,
             int(admitted or token is not None),
             *(token.args() if token else ("", 0, 0)),
+            logs.request_id.get(),
         ]
         for sku, qty in cart:
             args += [sku, qty]
@@ -195,6 +209,7 @@ class Engine:
                 self._retention_ms,
                 payment_ref,
                 owner,
+                logs.request_id.get(),
             ],
         )
         code = Code(reply[0])
@@ -251,6 +266,7 @@ class Engine:
                 reason,
                 writeoff,
                 owner,
+                logs.request_id.get(),
             ],
         )
         code = Code(reply[0])
@@ -266,7 +282,14 @@ class Engine:
         reply = await self._run(
             self.scripts.extend,
             [keys.hold(sale_id, hold_id), keys.holds(sale_id), keys.sale(sale_id)],
-            [keys.prefix(sale_id), hold_id, self._offset_ms, self._retention_ms, owner],
+            [
+                keys.prefix(sale_id),
+                hold_id,
+                self._offset_ms,
+                self._retention_ms,
+                owner,
+                logs.request_id.get(),
+            ],
         )
         code = Code(reply[0])
         if code in (Code.OK, Code.ALREADY_EXTENDED):

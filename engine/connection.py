@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import cast
+from dataclasses import dataclass
+from typing import Any, cast
 
 from redis.asyncio import BlockingConnectionPool, Redis, RedisCluster
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
 from flashsale.engine.errors import EngineUnavailable
 
@@ -49,5 +50,27 @@ def redis_errors() -> Iterator[None]:
     """Redis calls made inside raise EngineUnavailable (from the RedisError) instead."""
     try:
         yield
-    except RedisError as exc:
+    except (RedisError, RedisClusterException) as exc:  # the latter: no node knows a slot
         raise EngineUnavailable(f"redis call failed: {exc}") from exc
+
+
+@dataclass(frozen=True, slots=True)
+class MemoryInfo:
+    used_bytes: int
+    max_bytes: int  # 0: no maxmemory set
+
+
+async def memory_info(client: RedisClient) -> dict[str, MemoryInfo]:
+    """INFO memory of the Redis, or of every master of the cluster, by host:port."""
+    with redis_errors():
+        if isinstance(client, RedisCluster):
+            replies: dict[str, Any] = await client.info(
+                "memory", target_nodes=RedisCluster.PRIMARIES
+            )
+        else:
+            found = client.connection_pool.connection_kwargs
+            replies = {f"{found.get('host')}:{found.get('port')}": await client.info("memory")}
+    return {
+        node: MemoryInfo(int(info.get("used_memory", 0)), int(info.get("maxmemory", 0)))
+        for node, info in replies.items()
+    }

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 from flashsale.engine.keys import ID_PATTERN
+from flashsale.engine.logs import REQUEST_ID
 from flashsale.engine.results import Allocation
 
-HOLD_KINDS = ("confirmed", "released", "expired", "compensated")
+HOLD_KINDS = ("reserved", "extended", "confirmed", "released", "expired", "compensated")
+WITH_EXPIRY = ("reserved", "extended")  # the kinds that carry the hold's expiry
 
+FINGERPRINT = re.compile(r"[0-9a-f]{1,64}")  # engine/api.py's digest of a cart, in hex
 Entry = tuple[str, dict[str, str]]  # (stream entry id, fields) as redis-py returns them
 
 
@@ -19,7 +23,8 @@ class PoisonEntry(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class HoldEvent:
-    """confirmed / released / expired / compensated, as lua/_shared.lua `emit` writes them."""
+    """reserved / extended / confirmed / released / expired / compensated, as lua/_shared.lua
+    `emit` writes them."""
 
     entry_id: str
     kind: str
@@ -29,6 +34,10 @@ class HoldEvent:
     at_ms: int
     payment: str = ""
     reason: str = ""
+    request_id: str = ""  # `rid`: the request whose script wrote it ('' = none, or older entries)
+    expires_at_ms: int = 0  # reserved, extended: the hold's expiry from then on
+    idem_key: str = ""  # reserved: the customer's idempotency key ('' = none)
+    fingerprint: str = ""  # reserved: digest of the cart sent with that key
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +76,19 @@ def _id(fields: Mapping[str, str], name: str) -> str:
     value = _field(fields, name)
     if not ID_PATTERN.fullmatch(value):
         raise PoisonEntry(f"field {name!r} is not an id: {value[:70]!r}")
+    return value
+
+
+def request_id(fields: Mapping[str, str]) -> str:
+    """The `rid` field; one that is not a sound request id is dropped, not the event with it."""
+    rid = fields.get("rid", "")
+    return rid if REQUEST_ID.fullmatch(rid) else ""
+
+
+def _optional(fields: Mapping[str, str], name: str, pattern: re.Pattern[str]) -> str:
+    value = fields.get(name, "")
+    if value and not pattern.fullmatch(value):
+        raise PoisonEntry(f"field {name!r} is malformed: {value[:70]!r}")
     return value
 
 
@@ -109,6 +131,10 @@ def parse(entry_id: str, fields: Mapping[str, str]) -> Event:
         _int(fields, "at_ms"),
         fields.get("payment", ""),
         fields.get("reason", ""),
+        request_id(fields),
+        expires_at_ms=_int(fields, "expires_at_ms") if kind in WITH_EXPIRY else 0,
+        idem_key=_optional(fields, "idem", ID_PATTERN),
+        fingerprint=_optional(fields, "fp", FINGERPRINT),
     )
 
 

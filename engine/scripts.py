@@ -26,6 +26,7 @@ SCRIPT_NAMES = (
     "queue_ticket",
     "rate_limit",
     "restore_stock",
+    "restore_holds",
 )
 
 
@@ -60,6 +61,7 @@ class Scripts:
     queue_ticket: AsyncScript
     rate_limit: AsyncScript
     restore_stock: AsyncScript
+    restore_holds: AsyncScript
 
     @classmethod
     def register(cls, client: Any) -> Scripts:

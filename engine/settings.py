@@ -21,6 +21,11 @@ class Settings:
     redis_url: str = ""
     redis_cluster_url: str = ""
     redis_cluster: bool = False  # serve from the cluster at local_cluster_url
+    # After each batch of script calls, WAIT until this many replicas have its writes (at most
+    # redis_wait_timeout_ms); fewer in time and the batch's calls fail. 0 = answer at once.
+    # docs/operations.md#redis-failover has the trade-off.
+    redis_wait_replicas: int = 0
+    redis_wait_timeout_ms: int = 100
     database_url: str = ""
     admin_key: str = ""  # bearer key of the admin routes
     token_secret: str = ""  # signs admission tokens and ticket ids
@@ -28,6 +33,7 @@ class Settings:
     redis_port: int = 6390
     cluster_base_port: int = 7111
     postgres_port: int = 5441
+    prometheus_port: int = 9390  # `services up --monitoring`: the launcher's Prometheus
     max_cart_lines: int = 10
     max_line_qty: int = 100
     max_body_bytes: int = 16_384
@@ -41,6 +47,9 @@ class Settings:
     reconcile_max_batch: int = 1000  # stream entries per read when behind
     reconcile_backoff_cap_ms: int = 5000  # longest wait between tries while PostgreSQL is down
     reconcile_metrics_port: int = 0  # Prometheus text of `flashsale reconcile`; 0 = off
+    reconcile_metrics_host: str = "127.0.0.1"  # 0.0.0.0 where Prometheus scrapes from outside
+    watch_interval_ms: int = 15_000  # orders per saga state and dead steps, read for /metrics
+    audit_interval_ms: int = 60_000  # the reconciler audits every loaded sale; 0 = never
     sweep_interval_ms: int = 300
     # Waiting room: admission tokens (HS256 JWT) and tickets are signed with token_secret under
     # key id token_kid; token_previous_secrets ("kid=secret,...") are still accepted, so a
@@ -75,6 +84,10 @@ class Settings:
     customer_issuer: str = ""  # when set, tokens must carry this iss
     public_stock: str = "levels"  # "exact": public answers and /metrics also give unit counts
     room_retention_s: int = 86_400  # a room's keys (wr:{S}:*) live this long after the sale ends
+    # Logs (engine/logs.py): JSON lines on stderr at this level and above; access_log adds one
+    # line per gateway request.
+    log_level: str = "info"
+    access_log: bool = False
     # Order saga (reconciler/saga/): off unless FLASHSALE_SAGA=1. The outside parties' URLs
     # default to the simulators of `flashsale sim up` on sim_base_port .. sim_base_port + 2.
     saga: bool = False
@@ -167,6 +180,9 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         raise ValueError(f"FLASHSALE_ENV must be one of {', '.join(ENVIRONMENTS)}")
     if values.get("public_stock", "levels") not in ("levels", "exact"):
         raise ValueError("FLASHSALE_PUBLIC_STOCK must be levels or exact")
+    _check_wait(values)
+    if str(values.get("log_level", "info")).lower() not in LOG_LEVELS:
+        raise ValueError(f"FLASHSALE_LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}")
     if values.get("env") == "dev":
         for name, dev_value in DEV_SECRETS.items():
             if not values.get(name):
@@ -174,7 +190,17 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     return Settings(**values)  # type: ignore[arg-type]
 
 
+def _check_wait(values: Mapping[str, object]) -> None:
+    replicas = values.get("redis_wait_replicas", 0)
+    timeout_ms = values.get("redis_wait_timeout_ms", 100)
+    if not isinstance(replicas, int) or replicas < 0:
+        raise ValueError("FLASHSALE_REDIS_WAIT_REPLICAS must be 0 or more")
+    if not isinstance(timeout_ms, int) or timeout_ms < 1:  # WAIT n 0 would block forever
+        raise ValueError("FLASHSALE_REDIS_WAIT_TIMEOUT_MS must be 1 or more")
+
+
 ENVIRONMENTS = ("production", "dev")
+LOG_LEVELS = ("debug", "info", "warning", "error")
 # The secrets a dev setup runs with when none are given; production refuses every one of them.
 DEV_SECRETS = {
     "admin_key": "dev-admin-key",

@@ -11,14 +11,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
+import os
+import socket
 import sys
 from collections.abc import Callable, Coroutine
 from importlib.metadata import entry_points
+from pathlib import Path
 from typing import Any
 
+from flashsale.engine import logs
 from flashsale.engine.settings import Settings, load_settings, secret_problems
 
 PLUGIN_GROUP = "flashsale.commands"
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"  # read by prometheus_client at import
 
 Subparsers = Any  # argparse's _SubParsersAction, which typeshed keeps private
 
@@ -33,7 +39,8 @@ def run_async(main: Coroutine[Any, Any, int]) -> int:
 
 def fit_to_run(command: str) -> Settings | None:
     """The settings, or None (having said why on stderr) when they must not run: bad values,
-    or secrets that are missing, short or well known outside FLASHSALE_ENV=dev."""
+    or secrets that are missing, short or well known outside FLASHSALE_ENV=dev. Fit to run, the
+    process logs JSON lines to stderr from here on (engine/logs.py)."""
     try:
         settings = load_settings()
     except ValueError as exc:
@@ -45,11 +52,12 @@ def fit_to_run(command: str) -> Settings | None:
     if problems:
         print("  (set them, or FLASHSALE_ENV=dev for a local try-out)", file=sys.stderr)
         return None
+    logs.setup(settings.log_level)
     if settings.dev:
-        print(
+        logging.getLogger("flashsale.cli").warning(
             f"flashsale {command}: FLASHSALE_ENV=dev: well-known secrets where none are set, and "
             "a body customer_id is taken without a customer token; never in production",
-            file=sys.stderr,
+            extra={"event": "dev_mode"},
         )
     return settings
 
@@ -57,15 +65,42 @@ def fit_to_run(command: str) -> Settings | None:
 def _services(args: argparse.Namespace) -> int:
     from flashsale import services
 
-    return services.main([args.action])
+    return services.run(args)
+
+
+def _listening(host: str, port: int) -> bool:
+    """Whether a server already listens there (SO_REUSEADDR, as uvicorn binds: a port left in
+    TIME_WAIT by a stopped server is free)."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
+def _share_metrics(settings: Settings, port: int) -> None:
+    """Points every gateway worker at one fresh folder for prometheus_client's multiprocess mode
+    (gateway/metrics.py), so a scrape of any worker sums all of them. Set before a worker
+    imports prometheus_client, which reads it at import; an earlier run's files are removed."""
+    path = Path(os.environ.get(MULTIPROC_ENV) or settings.run_path / "metrics" / f"gateway-{port}")
+    path.mkdir(parents=True, exist_ok=True)
+    for stale in path.glob("*.db"):
+        stale.unlink()
+    os.environ[MULTIPROC_ENV] = str(path)
 
 
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    if fit_to_run("serve") is None:
+    settings = fit_to_run("serve")
+    if settings is None:
         return 2
-
+    if _listening(args.host, args.port):  # before the metrics files of that server are cleared
+        print(f"flashsale serve: {args.host}:{args.port} is already in use", file=sys.stderr)
+        return 2
+    _share_metrics(settings, args.port)
     uvicorn.run(
         "flashsale.gateway.app:app_from_env",
         factory=True,
@@ -77,8 +112,9 @@ def _serve(args: argparse.Namespace) -> int:
         # The gateway decides itself which proxies may set X-Forwarded-For (settings); uvicorn's
         # own handling would trust any loopback peer and let a spoofed header dodge rate limits.
         proxy_headers=False,
-        access_log=False,
+        access_log=False,  # the app's own (FLASHSALE_ACCESS_LOG) carries the request id
         log_level="warning",
+        log_config=logs.uvicorn_config(settings.log_level),
         timeout_graceful_shutdown=10,
         backlog=4096,
     )
@@ -121,8 +157,12 @@ def _saga(args: argparse.Namespace) -> int:
 
 
 def _add_service_commands(sub: Subparsers) -> None:
-    services = sub.add_parser("services", help="start or stop the local Redis, cluster, PostgreSQL")
-    services.add_argument("action", choices=["up", "down", "status", "env"])
+    from flashsale.services import add_arguments
+
+    services = sub.add_parser(
+        "services", help="start or stop the local Redis, cluster, PostgreSQL (and Prometheus)"
+    )
+    add_arguments(services)
     services.set_defaults(func=_services)
     serve = sub.add_parser("serve", help="run the HTTP gateway (uvicorn, uvloop, httptools)")
     serve.add_argument("--host", default="127.0.0.1")

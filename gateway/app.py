@@ -16,13 +16,15 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from flashsale.engine import Engine, InvalidInput, Settings, load_settings
+from flashsale.engine import Engine, InvalidInput, Settings, load_settings, logs
 from flashsale.engine.connection import connect
 from flashsale.engine.settings import secret_problems
 from flashsale.gateway import admin, checkout, ops, orders, sales
 from flashsale.gateway.http import ADMIN_MAX_BYTES, header, send_problem
+from flashsale.gateway.metrics import OUTCOME_KEY, REDIS_WAIT_SHORT, count_batch
 from flashsale.gateway.openapi import openapi_body, openapi_json
 from flashsale.gateway.problems import PROBLEM_TYPE, Problem
+from flashsale.gateway.request_ids import RequestIds
 from flashsale.gateway.room import routes as room
 from flashsale.gateway.room.worker import QueueService
 from flashsale.gateway.state import GatewayState
@@ -55,7 +57,8 @@ class BodyLimitMiddleware:
 
 
 class MetricsMiddleware:
-    """Counts every request by route template, method and status, and times it."""
+    """Counts every request by route template, method and status, and times it; checkouts and
+    hold actions also by the outcome their handler answered (gateway/metrics.py)."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -82,9 +85,11 @@ class MetricsMiddleware:
             if state is not None:
                 state.metrics.observe(name, scope["method"], status, time.perf_counter() - start)
 
+                state.metrics.outcome(name, status, scope.get(OUTCOME_KEY))
 
 def _problem_response(problem: Problem, request: Request) -> Response:
     return Response(problem.body(request.url.path), problem.status, problem.headers, PROBLEM_TYPE)
+    request.scope[OUTCOME_KEY] = problem.code
 
 
 async def on_problem(request: Request, exc: Exception) -> Response:
@@ -105,8 +110,10 @@ async def on_invalid(request: Request, exc: Exception) -> Response:
 
 
 async def on_crash(request: Request, exc: Exception) -> Response:
-    """Never a traceback to the client; the server log keeps it."""
-    return _problem_response(Problem(500, "INTERNAL", "unexpected error"), request)
+    """Never a traceback to the client; the server log keeps it, under the request's id. This
+    answer leaves outside the middleware, so it sets X-Request-Id itself."""
+    headers = {"X-Request-Id": logs.request_id.get()} if logs.request_id.get() else {}
+    return _problem_response(Problem(500, "INTERNAL", "unexpected error", headers), request)
 
 
 def routes() -> list[Route]:
@@ -159,6 +166,9 @@ def create_app(settings: Settings) -> Starlette:
         engine = Engine(client, settings)
         app.state.gateway = GatewayState.build(settings, engine, pool)
         app.state.queue = QueueService(settings, engine, app.state.gateway.records)
+        if engine.batcher is not None:
+            engine.batcher.observer = count_batch
+            engine.batcher.on_wait_short = REDIS_WAIT_SHORT.inc
         app.state.queue.start()  # admission loops and heartbeat batching
         try:
             yield
@@ -181,6 +191,7 @@ def create_app(settings: Settings) -> Starlette:
     app.add_middleware(MetricsMiddleware)
     app.state.openapi = openapi_body(settings)
     return app
+    app.add_middleware(RequestIds, access_log=settings.access_log)  # outermost: every answer
 
 
 def app_from_env() -> Starlette:

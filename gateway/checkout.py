@@ -20,6 +20,7 @@ from flashsale.gateway.http import (
     send_json,
     send_problem,
 )
+from flashsale.gateway.metrics import OUTCOME_KEY
 from flashsale.gateway.problems import Problem, engine_call, from_code, invalid
 from flashsale.gateway.responses import json_response, read_json
 from flashsale.gateway.room.worker import QueueService
@@ -51,6 +52,7 @@ class CreateHold:
         try:
             status, doc, headers = await self._handle(scope["app"].state.gateway, scope, receive)
         except Problem as problem:
+            scope[OUTCOME_KEY] = problem.code
             await send_problem(send, problem, scope["path"])
             return
         await send_json(send, status, doc, headers)

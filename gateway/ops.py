@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
+
 from starlette.requests import Request
-from starlette.responses import PlainTextResponse, Response
+from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
+from flashsale.engine.connection import memory_info
 from flashsale.engine.errors import EngineUnavailable
 from flashsale.gateway import callers
 from flashsale.gateway.http import send_bytes
+from flashsale.gateway.metrics import CONTENT_TYPE, Sample, render
 from flashsale.gateway.responses import json_response
+from flashsale.gateway.room.worker import QUEUE_HELP
 from flashsale.gateway.state import GatewayState
 
 MAX_GAUGE_SALES = 50  # bounds the scrape's cost when many sales are loaded
@@ -40,10 +45,10 @@ async def readyz(request: Request) -> Response:
     return json_response({"ready": ready, "checks": checks}, 200 if ready else 503)
 
 
-async def _stock_gauges(state: GatewayState) -> list[tuple[str, dict[str, str], float]]:
-    """Stock of up to MAX_GAUGE_SALES sales that are not closed; a sale whose state cannot be
-    read is counted, not allowed to fail the whole scrape."""
-    gauges: list[tuple[str, dict[str, str], float]] = []
+async def _stock_samples(state: GatewayState) -> list[Sample]:
+    """Stock per supplier and open holds of up to MAX_GAUGE_SALES sales that are not closed; a
+    sale whose state cannot be read is counted, not allowed to fail the whole scrape."""
+    samples: list[Sample] = []
     live_sales = unreadable = 0
     for sale_id in await state.engine.sale_ids():
         if live_sales == MAX_GAUGE_SALES:
@@ -56,29 +61,53 @@ async def _stock_gauges(state: GatewayState) -> list[tuple[str, dict[str, str], 
         if live is None or live.status == "closed":
             continue
         live_sales += 1
+        samples.append(("flashsale_holds_open", {"sale": sale_id}, live.open_holds))
         for sku in live.skus:
-            for field in ("available", "reserved", "sold"):
-                labels = {"sale": sale_id, "sku": sku.sku, "state": field}
-                gauges.append(("flashsale_stock_units", labels, getattr(sku, field)))
-    gauges.append(("flashsale_sales_unreadable", {}, unreadable))
-    return gauges
+            for supplier in sku.suppliers:
+                for field in ("available", "reserved", "sold"):
+                    labels = {"sale": sale_id, "sku": sku.sku, "supplier": supplier.supplier}
+                    labels["state"] = field
+                    samples.append(("flashsale_stock_units", labels, getattr(supplier, field)))
+    samples.append(("flashsale_sales_unreadable", {}, unreadable))
+    return samples
+
+
+async def _redis_samples(state: GatewayState) -> list[Sample]:
+    """Redis memory per node (every master of a cluster), or `flashsale_redis_up 0`."""
+    try:
+        nodes = await memory_info(state.engine.client)
+    except EngineUnavailable:
+        return [("flashsale_redis_up", {}, 0)]
+    samples: list[Sample] = [("flashsale_redis_up", {}, 1)]
+    for node, info in nodes.items():
+        labels = {"node": node}
+        samples.append(("flashsale_redis_used_memory_bytes", labels, info.used_bytes))
+        samples.append(("flashsale_redis_maxmemory_bytes", labels, info.max_bytes))
+    return samples
 
 
 async def metrics(request: Request) -> Response:
-    """Unit counts (stock per sku, units left per room) only with the admin key, or when
-    FLASHSALE_PUBLIC_STOCK=exact: exact stock helps a bot time its requests."""
+    """Every worker's counters (multiprocess mode, gateway/metrics.py) and what is read now:
+    Redis, the stock, the rooms. Unit counts (stock per sku, units left per room) only with the
+    admin key, or when FLASHSALE_PUBLIC_STOCK=exact: exact stock helps a bot time its requests."""
     state: GatewayState = request.app.state.gateway
     exact = state.settings.public_stock == "exact" or callers.is_admin(state, request.scope)
-    gauges: list[tuple[str, dict[str, str], float]] = []
-    batcher = state.engine.batcher
-    if batcher is not None:
-        gauges.append(("flashsale_redis_batches", {}, batcher.batches))
-        gauges.append(("flashsale_redis_batched_calls", {}, batcher.calls))
-    try:
-        gauges += await _stock_gauges(state) if exact else []
-    except EngineUnavailable:
-        gauges.append(("flashsale_redis_up", {}, 0))
-    # The waiting rooms (room/worker.py).
-    gauges += await request.app.state.queue.metric_gauges(units=exact)
-    text = state.metrics.render(gauges)
-    return PlainTextResponse(text, media_type="text/plain; version=0.0.4")
+    samples = await _redis_samples(state)
+    if samples[0][2] and exact:
+        # Redis may go away between the two reads; the next scrape says so.
+        with contextlib.suppress(EngineUnavailable):
+            samples += await _stock_samples(state)
+    samples += await request.app.state.queue.metric_gauges(units=exact)
+    return Response(render(samples, HELP), media_type=CONTENT_TYPE)
+
+
+HELP = {
+    "flashsale_redis_up": "1 when this worker could read Redis during the scrape, else 0.",
+    "flashsale_redis_used_memory_bytes": "Redis INFO used_memory, per node.",
+    "flashsale_redis_maxmemory_bytes": "Redis maxmemory per node (0: no limit).",
+    "flashsale_holds_open": "Holds placed and not yet confirmed, released or expired.",
+    "flashsale_stock_units": "Units per sale, sku and supplier, by state (available, reserved, "
+    "sold); with the admin key only, unless FLASHSALE_PUBLIC_STOCK=exact.",
+    "flashsale_sales_unreadable": "Sales whose stock could not be read during the scrape.",
+    **QUEUE_HELP,
+}

@@ -24,7 +24,7 @@ from flashsale.engine.errors import EngineUnavailable
 from flashsale.engine.rate_limit import Bucket, RateLimiter
 from flashsale.engine.sale import RateLimitConfig
 from flashsale.engine.settings import Settings
-from flashsale.gateway.metrics import Metrics
+from flashsale.gateway.metrics import RATE_LIMIT_UNREADABLE
 from flashsale.gateway.problems import Problem, engine_call
 from flashsale.gateway.sale_records import SaleRecords
 
@@ -214,12 +214,10 @@ class RateLimits:
         settings: Settings,
         limiter: RateLimiter,
         records: SaleRecords,
-        metrics: Metrics,
     ) -> None:
         self.settings = settings
         self.limiter = limiter
         self.records = records
-        self.metrics = metrics
         self.proxies = TrustedProxies.parse(settings.trusted_proxies)
         self.index = SaleIndex(limiter.engine)
         self.status = LocalBuckets(settings.rate_status_per_s, settings.rate_status_burst)
@@ -250,7 +248,7 @@ class RateLimits:
         try:
             record = await self.records.get(sale_id)
         except EngineUnavailable as exc:
-            self.metrics.count("flashsale_rate_limit_unreadable_total")
+            RATE_LIMIT_UNREADABLE.inc()
             if time.monotonic() - self._logged_at >= LOG_EVERY_S:
                 self._logged_at = time.monotonic()
                 log.warning("rate limits of %s unreadable, using the defaults: %s", sale_id, exc)

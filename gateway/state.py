@@ -11,7 +11,7 @@ from flashsale.engine import Engine, Settings
 from flashsale.engine.rate_limit import RateLimiter
 from flashsale.engine.results import SaleState
 from flashsale.gateway.identity import CustomerTokens
-from flashsale.gateway.metrics import Metrics
+from flashsale.gateway.metrics import RequestMetrics
 from flashsale.gateway.rate_limits import RateLimits
 from flashsale.gateway.sale_records import SaleRecords
 
@@ -26,16 +26,16 @@ class GatewayState:
     records: SaleRecords
     customers: CustomerTokens
     limits: RateLimits
-    metrics: Metrics
+    metrics: RequestMetrics
     _views: dict[str, tuple[float, SaleState | None]] = field(default_factory=dict)
 
     @classmethod
     def build(cls, settings: Settings, engine: Engine, pool: Any) -> GatewayState:
         """Everything a worker needs; bad settings (a malformed key list, an unreadable JWKS)
         fail here, at start-up, not on a request."""
-        metrics = Metrics()
+        metrics = RequestMetrics()
         records = SaleRecords(pool)
-        limits = RateLimits(settings, RateLimiter(engine), records, metrics)
+        limits = RateLimits(settings, RateLimiter(engine), records)
         customers = CustomerTokens.from_settings(settings)
         return cls(settings, engine, pool, records, customers, limits, metrics)
 

@@ -69,7 +69,7 @@ def add_demo(sub: Subparsers) -> None:
 
 def add_bench(sub: Subparsers) -> None:
     bench = sub.add_parser("bench", help="run one benchmark, or all, and print one table")
-    targets = ["engine", "pg", "gateway", "queue", "reconcile", "all"]
+    targets = ["engine", "pg", "gateway", "queue", "reconcile", "wait", "all"]
     bench.add_argument("target", nargs="?", default="all", choices=targets)
     bench.add_argument(
         "--requests", type=int, default=100_000, help="reservations per side (pg: 1/10 on postgres)"

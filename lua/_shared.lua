@@ -34,10 +34,18 @@ local function uncount_customer(pfx, customer, lines)
   end
 end
 
+-- The X-Request-Id of the call ('' = none: the sweeper, the engine alone). A script whose events
+-- belong to a request sets it from its ARGV first thing; `emit` writes it on every event as `rid`.
+local request_id = ''
+
 local function emit(pfx, kind, hold_id, customer, lines, now, extra)
   local fields = { 'type', kind, 'hold', hold_id, 'user', customer, 'lines', lines, 'at_ms', now }
   if extra then
     for _, v in ipairs(extra) do fields[#fields + 1] = v end
+  end
+  if request_id ~= '' then
+    fields[#fields + 1] = 'rid'
+    fields[#fields + 1] = request_id
   end
   redis.call('XADD', pfx .. 'events', '*', unpack(fields))
 end

@@ -9,6 +9,7 @@
 -- ARGV[5] payment        opaque payment reference handed to the saga ('' for none)
 -- ARGV[6] owner          the customer asking ('' = anyone: the admin): a hold of another
 --                        customer answers UNKNOWN_HOLD, so its existence is not revealed
+-- ARGV[7] request_id     the caller's X-Request-Id, written on the events as `rid` ('' = none)
 -- Returns {'OK', status, confirmed_at_ms, replay(0|1)} | {'UNKNOWN_HOLD'}
 --   | {'HOLD_EXPIRED', status} (expired, also when it expires on this call) | {'HOLD_RELEASED', status}
 local pfx = ARGV[1]
@@ -17,6 +18,7 @@ local offset_ms = tonumber(ARGV[3])
 local retention_ms = tonumber(ARGV[4])
 local payment = ARGV[5]
 local owner = ARGV[6] or ''
+request_id = ARGV[7] or ''  -- lua/_shared.lua's, read by emit
 
 local h = redis.call('HMGET', KEYS[1], 'status', 'expires_at_ms', 'user', 'lines', 'confirmed_at_ms')
 if not h[1] or (owner ~= '' and h[3] ~= owner) then return { 'UNKNOWN_HOLD' } end

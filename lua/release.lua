@@ -14,6 +14,8 @@
 --                        as an adjustment (an `adjusted` event each) instead; '' = none
 -- ARGV[8] owner          the customer asking ('' = anyone: the admin, the saga); another
 --                        customer's hold answers UNKNOWN_HOLD
+-- ARGV[9] request_id     the caller's X-Request-Id (the saga's: the order's), written on the
+--                        events as `rid` ('' = none)
 -- Returns {'OK', status, replay(0|1)} | {'UNKNOWN_HOLD'} | {'HOLD_CONFIRMED', status}
 --   | {'NOT_CONFIRMED', status} | {'INVALID_WRITEOFF', 'sku:supplier'}
 local pfx = ARGV[1]
@@ -24,6 +26,7 @@ local mode = ARGV[5]
 local reason = ARGV[6]
 local writeoff = ARGV[7] or ''
 local owner = ARGV[8] or ''
+request_id = ARGV[9] or ''  -- lua/_shared.lua's, read by emit
 
 local h = redis.call('HMGET', KEYS[1], 'status', 'expires_at_ms', 'user', 'lines')
 if not h[1] or (owner ~= '' and h[3] ~= owner) then return { 'UNKNOWN_HOLD' } end

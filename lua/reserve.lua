@@ -24,11 +24,14 @@
 -- ARGV[12] max_attempts  checkout attempts one token may make (count; with a token only)
 -- ARGV[13] token_expires_at_ms the token's expiry (checked against TIME); its attempt counter
 --                        lives as long
--- ARGV[14..] sku, qty    pairs, one per line
+-- ARGV[14] request_id    the caller's X-Request-Id, written on the events as `rid` ('' = none)
+-- ARGV[15..] sku, qty    pairs, one per line
 -- Returns {'OK', hold_id, expires_at_ms, lines, replay(0|1)} | {'SOLD_OUT', sku, available}
 --   | {'LIMIT_EXCEEDED', sku, units_already} | {'SALE_NOT_OPEN', status} | {'UNKNOWN_SALE'}
 --   | {'UNKNOWN_SKU', sku} | {'IDEMPOTENCY_CONFLICT', hold_id} | {'NOT_ADMITTED'}
 --   | {'TOKEN_EXHAUSTED', attempts} | {'TOKEN_EXPIRED'} (by the server's clock) | {'INVALID', reason}
+-- A new hold (not a replay) appends `reserved` to fs:{S}:events (pfx .. 'events', same slot):
+-- hold, user, lines, at_ms, expires_at_ms, and idem, fp when it has an idempotency key.
 -- An idempotent replay does not count as an attempt; every other attempt with a token does,
 -- whatever its answer, so a token cannot be used to hammer the stock.
 local pfx = ARGV[1]
@@ -44,7 +47,8 @@ local admitted = ARGV[10]
 local token_place = ARGV[11]
 local max_attempts = tonumber(ARGV[12])
 local token_expires_at_ms = tonumber(ARGV[13])
-local n_lines = (#ARGV - 13) / 2
+request_id = ARGV[14]  -- lua/_shared.lua's, read by emit
+local n_lines = (#ARGV - 14) / 2
 
 local now = now_ms(offset_ms)
 reclaim_expired(pfx, now, reclaim_limit, retention_ms)
@@ -84,7 +88,7 @@ end
 -- Check every line before touching anything: all or nothing.
 local skus, qtys, stocks, seen = {}, {}, {}, {}
 for i = 1, n_lines do
-  local sku, qty = ARGV[12 + 2 * i], tonumber(ARGV[13 + 2 * i])
+  local sku, qty = ARGV[13 + 2 * i], tonumber(ARGV[14 + 2 * i])
   if seen[sku] or not qty or qty < 1 then return { 'INVALID', 'line ' .. i } end
   seen[sku] = true
   local s = redis.call('HMGET', KEYS[7 + i], 'available', 'reserved', 'suppliers')
@@ -142,9 +146,14 @@ local expires_at_ms = now + tonumber(sale[4])
 redis.call('HSET', KEYS[5], 'user', customer, 'status', 'held', 'expires_at_ms', expires_at_ms,
   'created_at_ms', now, 'lines', lines, 'idem', idem_key, 'fp', fingerprint, 'extended', 0)
 redis.call('ZADD', KEYS[2], expires_at_ms, hold_id)
+-- The reconciler keeps every hold in PostgreSQL from its `reserved` event, so `flashsale
+-- recover` can bring an open hold and its idempotency key back after Redis lost them.
+local about = { 'expires_at_ms', expires_at_ms }
 if idem_key ~= '' then
   redis.call('SET', KEYS[4], hold_id, 'PX', idem_ttl_ms)
+  about = { 'expires_at_ms', expires_at_ms, 'idem', idem_key, 'fp', fingerprint }
 end
+emit(pfx, 'reserved', hold_id, customer, lines, now, about)
 if token_place ~= '' then
   redis.call('ZREM', KEYS[7], token_place)  -- the session has its hold: no longer open
 end

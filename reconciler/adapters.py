@@ -6,7 +6,8 @@ Anything else (a timeout, a refused connection, a 5xx, a reply that is not the p
 did reach the party before its answer was lost is not done twice.
 
 Protocol of the built-in adapters (the simulators in loadtests/simulators/ speak it), every
-write carrying an `Idempotency-Key` header, bodies in JSON, money in integer minor units:
+write carrying an `Idempotency-Key` header (and every call the order's `X-Request-Id`, when it
+has one), bodies in JSON, money in integer minor units:
   payment  POST {payment_url}/authorizations {order_id, customer_id, amount_minor, payment_ref}
              -> 201 {id, status: authorized | declined, reason}
            POST {payment_url}/authorizations/{id}/capture {amount_minor} -> 200 {status}
@@ -28,6 +29,7 @@ from urllib.parse import quote
 import httpx
 import orjson
 
+from flashsale.engine import logs
 from flashsale.engine.errors import FlashsaleError
 
 
@@ -113,6 +115,9 @@ class _Http:
             headers["authorization"] = self.auth
         if key:
             headers["idempotency-key"] = key
+        request_id = logs.request_id.get()  # the order's, bound by the saga runner
+        if request_id:
+            headers["x-request-id"] = request_id
         try:
             reply = await self.client.request(
                 method, url, content=orjson.dumps(body or {}), headers=headers

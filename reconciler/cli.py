@@ -21,12 +21,13 @@ from flashsale.reconciler import metrics as metrics_http
 from flashsale.reconciler.adapters import HttpPaymentProvider, HttpSuppliers
 from flashsale.reconciler.audit import audit, render
 from flashsale.reconciler.config import ReconcilerConfig
-from flashsale.reconciler.metrics import Metrics
+from flashsale.reconciler.metrics import CountedSuppliers, Metrics
 from flashsale.reconciler.outbox import OutboxConfig, OutboxDelivery
 from flashsale.reconciler.recover import recover
 from flashsale.reconciler.saga import Parties
 from flashsale.reconciler.saga.runner import SagaConfig, SagaRunner
-from flashsale.reconciler.worker import Log, Reconciler, log_stderr
+from flashsale.reconciler.watch import Watch, WatchConfig
+from flashsale.reconciler.worker import Reconciler, log_stderr
 from flashsale.store.migrate import migrate
 from flashsale.store.saga import claims
 
@@ -57,9 +58,19 @@ def config_from(settings: Settings, args: argparse.Namespace) -> ReconcilerConfi
     )
 
 
+def watch_config(settings: Settings, config: ReconcilerConfig) -> WatchConfig:
+    """The watch audits the sales this reconciler was limited to (`--sale`), or every one."""
+    return WatchConfig(
+        settings.local_database_url,
+        settings.watch_interval_ms / 1000,
+        settings.audit_interval_ms / 1000,
+        only_sales=config.only_sales or None,
+    )
+
+
 @contextlib.asynccontextmanager
 async def saga_jobs(
-    settings: Settings, engine: Engine, metrics: Metrics, log: Log = log_stderr
+    settings: Settings, engine: Engine, metrics: Metrics
 ) -> AsyncIterator[tuple[SagaRunner, OutboxDelivery]]:
     """The order saga and the outbox delivery, on their own small PostgreSQL pool and one HTTP
     client with the adapters' timeout."""
@@ -79,14 +90,17 @@ async def saga_jobs(
             parties = Parties(
                 engine,
                 HttpPaymentProvider(client, settings.local_payment_url, settings.payment_auth),
-                HttpSuppliers(client, settings.local_supplier_url, settings.supplier_auth),
+                CountedSuppliers(
+                    HttpSuppliers(client, settings.local_supplier_url, settings.supplier_auth),
+                    metrics,
+                ),
                 settings.supplier_lock_s,
                 tuple(s for s in settings.secondary_suppliers.split(",") if s),
                 settings.backorder_wait_days,
             )
-            runner = SagaRunner(pool, parties, SagaConfig.from_settings(settings), metrics, log)
+            runner = SagaRunner(pool, parties, SagaConfig.from_settings(settings), metrics)
             outbox = OutboxConfig(settings.local_webhook_urls, settings.webhook_secret)
-            yield runner, OutboxDelivery(pool, hooks, outbox, metrics, log)
+            yield runner, OutboxDelivery(pool, hooks, outbox, metrics)
     finally:
         await pool.close()
 
@@ -103,6 +117,8 @@ async def reconcile(settings: Settings, args: argparse.Namespace) -> int:
         if settings.saga and not args.once:
             runner, outbox = await stack.enter_async_context(saga_jobs(settings, engine, metrics))
             jobs = [runner.run, outbox.run]
+        if config.metrics_port and not args.once:
+            jobs.append(Watch(engine, watch_config(settings, config), metrics).run)
         worker = Reconciler(engine, config, jobs=jobs)
         worker.metrics = metrics
         loop = asyncio.get_running_loop()
@@ -110,7 +126,8 @@ async def reconcile(settings: Settings, args: argparse.Namespace) -> int:
             loop.add_signal_handler(sig, worker.stop.set)
         server = None
         if config.metrics_port:
-            server = await metrics_http.serve(worker.metrics, config.metrics_port)
+            host = settings.reconcile_metrics_host
+            server = await metrics_http.serve(worker.metrics, host, config.metrics_port)
         try:
             await worker.run(once=args.once)
         finally:
@@ -174,7 +191,8 @@ async def recover_main(settings: Settings, args: argparse.Namespace) -> int:
     print(
         f"recovered sale {args.sale}: config v{done.version}, status {done.status}, "
         f"{done.drained} stream entries flushed first, {done.orders} orders, "
-        f"{done.holds} holds written back, sold: {sold} "
+        f"{done.holds} holds written back ({done.open_holds} open, {done.expired} expired on "
+        f"the spot), {done.idem_keys} idempotency keys, sold: {sold} "
         f"({time.perf_counter() - started:.2f} s)"
     )
     return 0

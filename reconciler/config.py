@@ -22,7 +22,8 @@ class ReconcilerConfig:
     sweep_batch: int
     backoff_cap_ms: int
     metrics_port: int  # Prometheus text on 127.0.0.1:<port>/metrics; 0 = off
-    hold_retention_ms: int  # recover: confirmed holds older than this stay gone
+    hold_retention_ms: int  # recover: holds that ended longer ago than this stay gone
+    idem_ttl_ms: int  # recover: idempotency keys of holds older than this stay gone
     poll_idle_ms: int = 50  # pause after a round over every owned sale read nothing
     refresh_s: float = 1.0  # how often the sale list and the share of sales are re-checked
     backoff_base_ms: int = 100
@@ -41,6 +42,7 @@ class ReconcilerConfig:
             backoff_cap_ms=settings.reconcile_backoff_cap_ms,
             metrics_port=settings.reconcile_metrics_port,
             hold_retention_ms=settings.hold_retention_s * 1000,
+            idem_ttl_ms=settings.idempotency_ttl_s * 1000,
         )
         # None means "not given on the command line": the default stays.
         values = {k: v for k, v in overrides.items() if v is not None}

@@ -6,6 +6,7 @@ the row's id (`X-Flashsale-Notification-Id: ntf_<id>`), the same on every try, s
 can drop duplicates, and an HMAC-SHA256 signature over "<timestamp>.<body>" so it can trust it:
     X-Flashsale-Timestamp: <unix seconds>
     X-Flashsale-Signature: v1=<hex digest>
+and, when the order has one, the X-Request-Id of the request that confirmed it.
 """
 
 from __future__ import annotations
@@ -14,19 +15,20 @@ import asyncio
 import contextlib
 import hashlib
 import hmac
+import logging
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import asyncpg  # type: ignore[import-untyped,unused-ignore]  # asyncpg ships no type hints
 import httpx
 import orjson
 
+from flashsale.engine import logs
 from flashsale.reconciler.backoff import jittered_ms
 from flashsale.reconciler.metrics import Metrics
 from flashsale.store import outbox
 
-Log = Callable[[str], None]
+log = logging.getLogger("flashsale.outbox")
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,20 +61,22 @@ class OutboxDelivery:
         client: httpx.AsyncClient,
         config: OutboxConfig,
         metrics: Metrics,
-        log: Log,
     ) -> None:
         self.pool = pool
         self.client = client
         self.config = config
         self.metrics = metrics
-        self.log = log
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             try:
                 sent = await self.round()
             except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
-                self.log(f"outbox: PostgreSQL unavailable ({exc}); retrying")
+                log.warning(
+                    "outbox: PostgreSQL unavailable (%s); retrying",
+                    exc,
+                    extra={"event": "outbox.unavailable"},
+                )
                 sent = 0
             if not sent:
                 with contextlib.suppress(TimeoutError):
@@ -87,6 +91,10 @@ class OutboxDelivery:
         return len(rows)
 
     async def _deliver(self, row: asyncpg.Record) -> None:
+        with logs.bind(request=row["request_id"], order_id=row["order_id"] or ""):
+            await self._post(row)
+
+    async def _post(self, row: asyncpg.Record) -> None:
         body = orjson.dumps(
             {
                 "id": f"ntf_{row['id']}",
@@ -103,6 +111,8 @@ class OutboxDelivery:
             "x-flashsale-timestamp": str(now),
             "x-flashsale-signature": sign(self.config.secret, now, body),
         }
+        if row["request_id"]:
+            headers["x-request-id"] = row["request_id"]
         url = self.config.urls[row["recipient"]]
         error = ""
         try:
@@ -115,8 +125,29 @@ class OutboxDelivery:
             if not error:
                 await outbox.delivered(conn, row["id"])
                 self.metrics.notices_sent += 1
+                _line(logging.INFO, "outbox.delivered", row, "delivered")
                 return
             c = self.config
             delay_ms = jittered_ms(c.backoff_base_ms, c.backoff_cap_ms, row["attempts"] - 1)
             await outbox.retry_later(conn, row["id"], error, delay_ms)
             self.metrics.notice_failures += 1
+            _line(logging.WARNING, "outbox.retry", row, f"{error}; due again", error=error)
+
+
+def _line(level: int, event: str, row: asyncpg.Record, what: str, **fields: str) -> None:
+    log.log(
+        level,
+        "outbox: notification ntf_%s (%s to %s): %s",
+        row["id"],
+        row["topic"],
+        row["recipient"],
+        what,
+        extra={
+            "event": event,
+            "notification": f"ntf_{row['id']}",
+            "topic": row["topic"],
+            "recipient": row["recipient"],
+            "attempt": row["attempts"],
+            **fields,
+        },
+    )

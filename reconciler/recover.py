@@ -12,11 +12,18 @@ from flashsale.engine.connection import redis_errors
 from flashsale.engine.errors import FlashsaleError
 from flashsale.engine.results import Code
 from flashsale.reconciler.config import ReconcilerConfig
-from flashsale.reconciler.restore import restore_counters, restore_holds, restore_stock
+from flashsale.reconciler.restore import (
+    Lifetimes,
+    counters,
+    reserved_units,
+    restore_counters,
+    restore_holds,
+    restore_stock,
+)
 from flashsale.reconciler.streams import SaleStream, consumer_name, dead_letters
 from flashsale.reconciler.worker import Log, Reconciler
 from flashsale.store.db import Connection
-from flashsale.store.recovery import orders_as_holds, stock_units
+from flashsale.store.recovery import holds_to_restore, stock_units
 from flashsale.store.sales import load_sale_record
 
 
@@ -31,7 +38,10 @@ class Recovered:
     status: str
     drained: int  # stream entries flushed before the rebuild
     orders: int  # orders whose units count as sold
-    holds: int  # confirmed or compensated holds written back
+    holds: int  # hold hashes written back (held, and ended ones within their retention)
+    idem_keys: int  # idempotency keys written back
+    expired: int  # held holds whose expiry had passed: expired again on the spot
+    open_holds: int  # held holds back in the sale after that
     sold: dict[str, int]  # per sku
 
 
@@ -83,20 +93,36 @@ async def recover(
     # event any more, so once drained PostgreSQL has every event there will ever be.
     await _wipe_except_streams(engine, sale_id)
     drained = await drain(engine, config, sale_id, log)
+    life = Lifetimes(config.hold_retention_ms, config.idem_ttl_ms)
+    now_ms = int(time.time() * 1000)
     stock = await stock_units(conn, sale_id, [item.sku for item in record.items])
-    holds, owned = await orders_as_holds(conn, sale_id)
-    if await restore_stock(engine, sale_id, stock) is not Code.OK:
+    holds = await holds_to_restore(conn, sale_id, now_ms - life.retention_ms)
+    if await restore_stock(engine, sale_id, stock, reserved_units(holds)) is not Code.OK:
         raise RecoverError(f"sale {sale_id} was loaded again while it was being rebuilt")
     loaded = await engine.load_sale(record.to_config(version))
     if loaded.code is not Code.OK:
         raise RecoverError(f"load_sale refused the rebuilt sale: {loaded}")
-    now_ms = int(time.time() * 1000)
-    recent = [h for h in holds if h.confirmed_at_ms + config.hold_retention_ms > now_ms]
-    await restore_holds(engine, sale_id, recent, now_ms, config.hold_retention_ms)
-    await restore_counters(engine, sale_id, owned)
+    # The counters before the holds: a held hold may expire, and give its units and its
+    # customer's room back, as soon as it is in the expiry index.
+    await restore_counters(engine, sale_id, counters(holds))
+    written, idem_keys = await restore_holds(engine, sale_id, holds, life, now_ms)
+    expired = await _expire_due(engine, sale_id)
     code, _ = await engine.set_status(sale_id, status)
     if code is not Code.OK:
         raise RecoverError(f"sale {sale_id} is rebuilt but stays paused: set_status said {code}")
+    state = await engine.stock(sale_id)
     sold = {sku: sum(s.sold for s in sups) for sku, sups in stock}
-    live = sum(1 for h in holds if not h.compensated)
-    return Recovered(version, status, drained, live, len(recent), sold)
+    live = sum(1 for h in holds if h.status == "confirmed")
+    open_holds = state.open_holds if state else 0
+    return Recovered(version, status, drained, live, written, idem_keys, expired, open_holds, sold)
+
+
+async def _expire_due(engine: Engine, sale_id: str) -> int:
+    """Held holds whose expiry passed while Redis was without them are expired now, the way
+    the sweeper would: their units come back and an `expired` event tells PostgreSQL."""
+    expired = 0
+    while True:
+        swept = await engine.sweep(sale_id)
+        expired += swept.expired
+        if not swept.more:
+            return expired

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import sys
 import time
 from collections.abc import Callable, Coroutine, Sequence
@@ -27,6 +28,7 @@ from flashsale.store.flush import FlushResult, flush, is_data_error
 from flashsale.store.migrate import migrate
 
 Log = Callable[[str], None]
+logger = logging.getLogger("flashsale.reconciler")
 
 # Redis trouble: keep the PostgreSQL session (and the sales it owns), wait, retry.
 REDIS_DOWN = (RedisError, EngineUnavailable)
@@ -43,7 +45,13 @@ PG_DOWN = (
 
 
 def log_stderr(line: str) -> None:
+    """A line for a person, as the short commands (`recover`) print them."""
     print(line, file=sys.stderr, flush=True)
+
+
+def log_json(line: str) -> None:
+    """A free-text line of a long-running job into the process's JSON log (engine/logs.py)."""
+    logger.info(line)
 
 
 @dataclass(slots=True)
@@ -74,14 +82,14 @@ class Reconciler:
         config: ReconcilerConfig,
         *,
         consumer: str | None = None,
-        log: Log = log_stderr,
+        log: Log | None = None,
         jobs: Sequence[Callable[[asyncio.Event], Coroutine[Any, Any, None]]] = (),
     ) -> None:
         self.engine = engine
         self.jobs = jobs  # run beside the flush until `stop` (the saga, the outbox)
         self.config = config
         self.consumer = consumer or consumer_name()
-        self.log = log
+        self.log = log  # None: the JSON log; else a sink of the lines (recover's person, tests)
         self.metrics = Metrics()
         self.stop = asyncio.Event()
         self._state = _State()
@@ -118,7 +126,9 @@ class Reconciler:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             await self._disconnect()
-            self.log(f"reconcile {self.consumer} stopped: {self.metrics.line()}")
+            self._say(
+                "reconcile.stopped", f"reconcile {self.consumer} stopped: {self.metrics.line()}"
+            )
         return self.metrics
 
     async def _loop(self) -> None:
@@ -141,8 +151,10 @@ class Reconciler:
     async def _wait_out(self, what: str, exc: BaseException) -> None:
         self.metrics.retries += 1
         delay = self._backoff.next_delay_s()
-        self.log(
-            f"reconcile: {what} unavailable ({type(exc).__name__}: {exc}); retry in {delay:.2f}s"
+        self._say(
+            "reconcile.unavailable",
+            f"reconcile: {what} unavailable ({type(exc).__name__}: {exc}); retry in {delay:.2f}s",
+            logging.WARNING,
         )
         for owned in self._state.owned.values():
             # A read whose reply was lost left entries in our pending list: walk it again.
@@ -197,7 +209,13 @@ class Reconciler:
         fields = dict(entries)
         dead = [((i, fields[i]), why) for i, why in [*decoded.poison, *result.orphans, *refused]]
         for (entry_id, _), why in dead:
-            self.log(f"reconcile: sale {sale_id} entry {entry_id} to dead letters: {why}")
+            self._say(
+                "reconcile.dead_letter",
+                f"reconcile: sale {sale_id} entry {entry_id} to dead letters: {why}",
+                logging.ERROR,
+                sale=sale_id,
+                entry=entry_id,
+            )
         # Committed: from here on a crash only means the batch is replayed, harmlessly.
         owned.unsettled = ([i for i, _ in entries], dead)
         await owned.stream.settle(*owned.unsettled)
@@ -238,7 +256,7 @@ class Reconciler:
             if not self._once:  # a one-shot drain takes what is free, it claims no share
                 await ownership.register(conn)
             self._state = _State(conn=conn)
-            self.log(f"reconcile {self.consumer}: connected to PostgreSQL")
+            self._say("reconcile.connected", f"reconcile {self.consumer}: connected to PostgreSQL")
         return self._state.conn
 
     async def _disconnect(self) -> None:
@@ -283,6 +301,12 @@ class Reconciler:
 
     # --- reporting -----------------------------------------------------------------------------
 
+    def _say(self, event: str, message: str, level: int = logging.INFO, **fields: str) -> None:
+        if self.log is not None:
+            self.log(message)
+        else:
+            logger.log(level, message, extra={"event": event, "consumer": self.consumer, **fields})
+
     async def refresh_lag(self) -> None:
         lags = [await o.stream.lag() for o in list(self._state.owned.values())]
         now_ms = await _server_ms(self.engine)
@@ -298,7 +322,7 @@ class Reconciler:
             with contextlib.suppress(*REDIS_DOWN):
                 await self.refresh_lag()
             if every > 0:
-                self.log(f"reconcile {self.consumer}: {self.metrics.line()}")
+                self._say("reconcile.progress", f"reconcile {self.consumer}: {self.metrics.line()}")
 
 
 async def _server_ms(engine: Engine) -> int:

@@ -10,6 +10,7 @@ release and expire rows carry the units a hold gave back to sale, positive; they
 Every write is keyed (orders by hold id, lines by hold/sku/supplier, ledger rows by their
 UNIQUE (kind, ref, sku, supplier)) and ON CONFLICT DO NOTHING; stock levels move only by the
 ledger rows this transaction really inserted. So replaying a committed batch changes nothing.
+The holds journal (store/holds.py) is written in the same transaction, and only moves forward.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import Any
 from flashsale.engine.errors import FlashsaleError
 from flashsale.engine.events import AdjustEvent, Event, HoldEvent
 from flashsale.store.db import Connection, columns
+from flashsale.store.holds import record_holds
 
 LEDGER_KIND = {
     "confirmed": "confirm",
@@ -66,12 +68,13 @@ WHERE m.sale_id = $1
 
 _INSERT_ORDERS = """
 INSERT INTO orders (order_id, sale_id, customer_id, status, total_minor, event_id, confirmed_at,
-                    payment_ref, next_step, step_due_at)
+                    payment_ref, next_step, step_due_at, request_id)
 SELECT o.order_id, $1, o.customer_id, 'PENDING', o.total_minor, o.event_id,
        'epoch'::timestamptz + o.at_ms * interval '1 millisecond', o.payment_ref,
-       'payment.authorize', now()
-FROM unnest($2::text[], $3::text[], $4::bigint[], $5::text[], $6::bigint[], $7::text[])
-     AS o(order_id, customer_id, total_minor, event_id, at_ms, payment_ref)
+       'payment.authorize', now(), o.request_id
+FROM unnest($2::text[], $3::text[], $4::bigint[], $5::text[], $6::bigint[], $7::text[],
+            $8::text[])
+     AS o(order_id, customer_id, total_minor, event_id, at_ms, payment_ref, request_id)
 ON CONFLICT (order_id) DO NOTHING
 RETURNING order_id
 """
@@ -122,10 +125,11 @@ async def _insert_orders(conn: Connection, sale_id: str, confirmed: list[HoldEve
             e.entry_id,
             e.at_ms,
             e.payment,
+            e.request_id,
         )
         for e in confirmed
     ]
-    inserted = await conn.fetch(_INSERT_ORDERS, sale_id, *columns(orders, 6))
+    inserted = await conn.fetch(_INSERT_ORDERS, sale_id, *columns(orders, 7))
     new = {str(r["order_id"]) for r in inserted}
     if len(new) < len(confirmed):
         await _check_replays(conn, sale_id, [e.hold_id for e in confirmed if e.hold_id not in new])
@@ -202,6 +206,8 @@ def movements(sale_id: str, events: Sequence[Event], known_orders: set[str]) -> 
             ref, reason = adjust_ref(sale_id, e.entry_id), _adjust_reason(e)
             rows.append((e.sku, e.supplier_id, "adjust", e.applied, ref, reason, e.at_ms))
             continue
+        if e.kind not in LEDGER_KIND:  # reserved, extended: no units move between columns
+            continue
         if e.kind == "compensated" and e.hold_id not in known_orders:
             continue
         sign = -1 if e.kind == "compensated" else 1
@@ -249,6 +255,7 @@ async def flush(conn: Connection, sale_id: str, events: Sequence[Event]) -> Flus
         known = await _known_orders(conn, sale_id, holds) if holds else set()
         rows = movements(sale_id, events, known)
         inserted = await _book(conn, sale_id, rows) if rows else []
+        await record_holds(conn, sale_id, events)
     orphans = [
         (e.entry_id, f"compensation of hold {e.hold_id}, which has no order")
         for e in compensated

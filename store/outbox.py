@@ -7,7 +7,8 @@ from typing import Any
 
 from flashsale.store.db import Connection
 
-Row = Any  # an asyncpg Record: id, topic, recipient, payload, attempts, created_at
+Row = Any  # an asyncpg Record: id, topic, recipient, payload, attempts, created_at, order_id,
+#            request_id
 
 _CLAIM = """
 UPDATE outbox SET attempts = attempts + 1, next_attempt_at = now() + $2 * interval '1 millisecond'
@@ -15,7 +16,7 @@ WHERE id IN (
     SELECT id FROM outbox WHERE delivered_at IS NULL AND next_attempt_at <= now()
     ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED
 )
-RETURNING id, topic, recipient, payload, attempts, created_at
+RETURNING id, topic, recipient, payload, attempts, created_at, order_id, request_id
 """
 
 

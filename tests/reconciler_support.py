@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import random
 import shutil
@@ -14,6 +15,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from flashsale.engine import Code, Engine, Settings, keys
 from flashsale.engine.sale import ItemConfig, SaleRecord, SupplierStockConfig
@@ -162,12 +164,17 @@ class Process:
             self.popen.kill()
             raise AssertionError(f"did not stop on SIGTERM:\n{self.log()[-3000:]}") from None
 
+    def log_lines(self) -> list[dict[str, Any]]:
+        """The process's JSON log lines (engine/logs.py), each parsed."""
+        return [json.loads(line) for line in self.log().splitlines() if line.startswith("{")]
+
     def final_metric(self, name: str) -> int:
-        """A counter from the line the reconciler prints when it stops."""
-        stopped = [line for line in self.log().splitlines() if " stopped: " in line]
+        """A counter from the line the reconciler logs when it stops, whose message is
+        `reconcile <consumer> stopped: name=value ...`."""
+        stopped = [doc for doc in self.log_lines() if doc["event"] == "reconcile.stopped"]
         assert stopped, self.log()[-3000:]
-        fields = dict(part.split("=", 1) for part in stopped[-1].split(" stopped: ")[1].split())
-        return int(fields[name])
+        counters = stopped[-1]["message"].split(" stopped: ")[1].split()
+        return int(dict(part.split("=", 1) for part in counters)[name])
 
 
 def stop_postgres(settings: Settings) -> None:

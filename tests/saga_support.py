@@ -143,7 +143,7 @@ async def reconciler(settings: Settings, engine: Engine) -> AsyncIterator[Reconc
     """The flush, the sweeper, the saga and the outbox in this process, as `flashsale reconcile`
     runs them."""
     metrics = Metrics()
-    async with saga_jobs(settings, engine, metrics, log=lambda _line: None) as (runner, outbox):
+    async with saga_jobs(settings, engine, metrics) as (runner, outbox):
         config = dataclasses.replace(ReconcilerConfig.from_settings(settings), progress_s=0)
         worker = Reconciler(engine, config, log=lambda _line: None, jobs=[runner.run, outbox.run])
         worker.metrics = metrics

@@ -36,9 +36,9 @@ from tests.gateway_helpers import (
     supplier_counts,
 )
 from tests.helpers import eventually, snapshot
+from tests.metrics_helpers import delta, parse_metrics, series, value
 
 SCHEMAS: dict[str, Any] = document(load_settings())["components"]["schemas"]
-SAMPLE = re.compile(r'^[a-zA-Z_:][a-zA-Z0-9_:]*(\{([a-z_]+="[^"]*",?)*\})? -?[0-9.e+Inf]+$')
 
 
 # --- ops routes --------------------------------------------------------------------------------
@@ -61,8 +61,8 @@ async def test_metrics_count_the_checkout_route_and_show_stock(
 ) -> None:
     sale = new_sale_id("metrics")
     await create_sale(http, sale, sale_body())
-    # Counters live per worker: one keep-alive connection keeps both calls on the same worker.
     async with client(gw, max_connections=1) as one:
+        before = parse_metrics((await one.get("/metrics")).text)
         assert (await checkout(one, sale, "c1")).status_code == 201
         assert (await checkout(one, sale, "c2", 1000)).status_code == 422
         public = await one.get("/metrics")
@@ -70,25 +70,20 @@ async def test_metrics_count_the_checkout_route_and_show_stock(
     assert public.status_code == 200 and "flashsale_stock_units" not in public.text
     assert reply.status_code == 200
     assert reply.headers["content-type"].startswith("text/plain; version=0.0.4")
-    text = reply.text
-    for line in text.splitlines():
-        assert line.startswith("# TYPE ") or SAMPLE.match(line), line
-    route = 'route="/v1/sales/{sale}/holds",method="POST"'
-    assert _sample(text, f'flashsale_http_requests_total{{{route},status="201"}}') >= 1
-    assert _sample(text, f'flashsale_http_requests_total{{{route},status="422"}}') >= 1
-    count = 'flashsale_http_request_duration_seconds_count{route="/v1/sales/{sale}/holds"}'
-    assert _sample(text, count) >= 2
-    assert "# TYPE flashsale_stock_units gauge" in text
-    assert re.search(
-        r'^flashsale_stock_units\{sale="[^"]+",sku="[^"]+",state="available"\} ', text, re.MULTILINE
-    )
-
-
-def _sample(text: str, series: str) -> float:
-    for line in text.splitlines():
-        if line.startswith(series + " "):
-            return float(line.rsplit(" ", 1)[1])
-    raise AssertionError(f"no sample {series}")
+    after = parse_metrics(reply.text)  # prometheus_client's own parser: the page is well formed
+    route = {"route": "/v1/sales/{sale}/holds", "method": "POST"}
+    for status in ("201", "422"):
+        labels = {**route, "status": status}
+        assert delta(before, after, "flashsale_http_requests_total", labels) == 1, status
+    count = ("flashsale_http_request_duration_seconds_count", {"route": route["route"]})
+    assert delta(before, after, *count) == 2
+    assert delta(before, after, "flashsale_checkouts_total", {"outcome": "OK"}) == 1
+    assert delta(before, after, "flashsale_checkouts_total", {"outcome": "INVALID_REQUEST"}) == 1
+    stock = [labels for labels, _ in series(after, "flashsale_stock_units")]
+    stock = [labels for labels in stock if labels["sale"] == sale]
+    assert stock, "no stock series for the sale"
+    assert all(set(labels) == {"sale", "sku", "supplier", "state"} for labels in stock)
+    assert value(after, "flashsale_redis_up") == 1
 
 
 # --- OpenAPI -----------------------------------------------------------------------------------

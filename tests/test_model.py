@@ -211,6 +211,7 @@ class Model:
         self.holds[new_id] = ModelHold(customer, tuple(allocations), self.now, new_expiry, fp)
         if key is not None:
             self.idem[(customer, key)] = new_id
+        self.events += 1  # reserved
         return ReserveResult(
             Code.OK, hold_id=new_id, expires_at_ms=new_expiry, allocations=tuple(allocations)
         )
@@ -276,6 +277,7 @@ class Model:
             return ExtendResult(Code.ALREADY_EXTENDED, expires_at_ms=hold.expires_at_ms)
         hold.extended = True
         hold.expires_at_ms += EXTEND_MS
+        self.events += 1  # extended
         return ExtendResult(Code.OK, expires_at_ms=hold.expires_at_ms)
 
     def sweep(self, limit: int) -> SweepResult:

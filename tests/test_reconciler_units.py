@@ -12,6 +12,7 @@ from flashsale.reconciler.config import ReconcilerConfig
 from flashsale.reconciler.metrics import Metrics
 from flashsale.store.flush import level_deltas, movements
 from flashsale.store.ownership import fair_share
+from tests.metrics_helpers import parse_metrics, value
 
 CONFIRMED = {
     "type": "confirmed",
@@ -133,10 +134,21 @@ def test_metrics_text() -> None:
     m = Metrics()
     m.observe_batch(10, 0.02, 7, 1)
     assert "flushed=10 orders=7 batches=1 batch=10 flush_ms=20.0" in m.line()
-    text = m.prometheus()
-    assert "# TYPE flashsale_reconciler_flushed_events counter" in text
-    assert "flashsale_reconciler_dead_letters 1\n" in text
+    m.saga("payment.authorize", "done")
+    m.saga("payment.authorize", "retry")
+    m.allocations[("acme", "refused")] += 2
+    text = m.prometheus().decode()
+    scrape = parse_metrics(text)
+    assert value(scrape, "flashsale_reconciler_flushed_events_total") == 10
+    assert value(scrape, "flashsale_reconciler_dead_letters_total") == 1
+    assert value(scrape, "flashsale_reconciler_flush_seconds_bucket", {"le": "0.01"}) == 0
+    assert value(scrape, "flashsale_reconciler_flush_seconds_bucket", {"le": "0.025"}) == 1
+    assert value(scrape, "flashsale_reconciler_flush_seconds_count") == 1
     assert "# TYPE flashsale_reconciler_lag_entries gauge" in text
+    done = {"step": "payment.authorize", "outcome": "done"}
+    assert value(scrape, "flashsale_saga_steps_total", done) == 1 and m.saga_retries == 1
+    refused = {"supplier": "acme", "outcome": "refused"}
+    assert value(scrape, "flashsale_supplier_allocations_total", refused) == 2
 
 
 def test_settings_reach_the_config_and_flags_win() -> None:

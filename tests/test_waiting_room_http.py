@@ -28,6 +28,7 @@ from tests.gateway_helpers import (
     sku_view,
 )
 from tests.helpers import eventually
+from tests.metrics_helpers import Scrape, parse_metrics, series, value
 from tests.waiting_room_helpers import (
     CREATED,
     ROOM_ENV,
@@ -410,24 +411,26 @@ async def test_the_page_is_accessible_html_with_a_strict_policy(
 async def test_metrics_show_each_room(http: httpx.AsyncClient, target: Target) -> None:
     await http.get(f"/v1/sales/{target.sale}/queue")  # both workers learn of the room in time
 
-    async def scraped_with_the_room() -> str:
-        text = (await http.get("/metrics", headers=ADMIN)).text  # units left: the admin's
-        waiting = f'flashsale_queue_waiting{{sale="{target.sale}"}} 1'
-        assert waiting in text, f"no {waiting} in the scrape yet"
-        return text
+    room = {"sale": target.sale}
 
-    text = await eventually(scraped_with_the_room, timeout_s=4, interval_s=0.2)
+    async def scraped_with_the_room() -> Scrape:
+        scrape = parse_metrics((await http.get("/metrics", headers=ADMIN)).text)  # units: admin's
+        assert value(scrape, "flashsale_queue_waiting", room) == 1, "not in the scrape yet"
+        return scrape
+
+    scrape = await eventually(scraped_with_the_room, timeout_s=4, interval_s=0.2)
     for name in (
         "waiting",
         "admitted_total",
         "active",
         "abandoned_total",
-        "admit_rate_per_s",
-        "eta_error_seconds_mean",
+        "admit_rate_per_second",
+        "eta_p50_seconds",
+        "eta_error_mean_seconds",
         "units_left",
         "leader",
     ):
-        assert f'flashsale_queue_{name}{{sale="{target.sale}"}}' in text, name
-    public = (await http.get("/metrics")).text
-    assert f'flashsale_queue_waiting{{sale="{target.sale}"}}' in public
-    assert "flashsale_queue_units_left" not in public
+        assert (f"flashsale_queue_{name}", tuple(room.items())) in scrape, name
+    public = parse_metrics((await http.get("/metrics")).text)
+    assert value(public, "flashsale_queue_waiting", room) == 1
+    assert not series(public, "flashsale_queue_units_left")

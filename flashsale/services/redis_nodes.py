@@ -1,4 +1,5 @@
-"""Private Redis: one standalone server and a 3-master Redis Cluster under the run dir."""
+"""Private Redis: one standalone server and a Redis Cluster of 3 masters, each with one replica,
+under the run dir."""
 
 from __future__ import annotations
 
@@ -25,8 +26,15 @@ _REDIS_TIMEOUT_S = 10.0
 _CLUSTER_TIMEOUT_S = 30.0
 # AOF is the only persistence; `--save ''` turns RDB snapshots off.
 _STANDALONE_ARGS = ("--appendonly", "yes", "--appendfsync", "always", "--save", "")
+_CLUSTER_MASTERS = 3
+# A master silent this long is failed over to its replica (about 1 s more for the election), so
+# a dead master's shard is back within ~6 s (docs/operations.md#redis-failover). Redis's 15 s
+# default would make every failover drill slow; much less than 5 s risks failing over a node
+# that a loaded 2-core test machine merely stalled.
+_CLUSTER_NODE_TIMEOUT_MS = 5000
 _CLUSTER_ARGS = (
     "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+    "--cluster-node-timeout", str(_CLUSTER_NODE_TIMEOUT_MS),
     "--appendonly", "yes", "--save", "",
 )  # fmt: skip
 
@@ -144,29 +152,47 @@ def _stop_redis(name: str, port: int, workdir: Path, log: Log) -> None:
 
 
 def _cluster_ports(settings: Settings) -> list[int]:
-    return [settings.cluster_base_port + i for i in range(3)]
+    """The masters first, then their replicas: cluster_base_port .. +5."""
+    return [settings.cluster_base_port + i for i in range(2 * _CLUSTER_MASTERS)]
 
 
 def _cluster_dir(settings: Settings, port: int) -> Path:
     return settings.run_path / "cluster" / str(port)
 
 
-def _cluster_info(port: int) -> dict[str, str]:
-    reply = _redis_call(port, "CLUSTER", "INFO") or ""
+def _info(port: int, *command: str) -> dict[str, str]:
+    """A `key:value` per line reply (CLUSTER INFO, INFO replication) as a dict."""
+    reply = _redis_call(port, *command) or ""
     pairs = (line.partition(":") for line in reply.splitlines())
     return {key: value.strip() for key, _, value in pairs}
 
 
+def _cluster_info(port: int) -> dict[str, str]:
+    return _info(port, "CLUSTER", "INFO")
+
+
+def _in_sync(port: int) -> bool:
+    """A master with at least one replica attached, or a replica whose link to its master is up
+    and not in the middle of a full sync."""
+    info = _info(port, "INFO", "replication")
+    if info.get("role") == "master":
+        return info.get("connected_slaves", "0") != "0"
+    return info.get("master_link_status") == "up" and info.get("master_sync_in_progress") == "0"
+
+
+def _node_ok(port: int, shards: int) -> bool:
+    info = _cluster_info(port)
+    ok = info.get("cluster_state") == "ok" and info.get("cluster_size") == str(shards)
+    return ok and _in_sync(port)
+
+
 def _cluster_ok(ports: Sequence[int]) -> bool:
-    infos = [_cluster_info(port) for port in ports]
-    return all(
-        info.get("cluster_state") == "ok" and info.get("cluster_size") == str(len(ports))
-        for info in infos
-    )
+    """Every node sees the cluster ok with its 3 shards, and every replica is in sync."""
+    return all(_node_ok(port, len(ports) // 2) for port in ports)
 
 
 def _cluster_blank(port: int) -> bool:
-    """A node that knows only itself and owns no slots: the cluster was never formed."""
+    """A node that knows only itself and owns no slots: it never joined a cluster."""
     info = _cluster_info(port)
     return info.get("cluster_known_nodes") == "1" and info.get("cluster_slots_assigned") == "0"
 
@@ -174,24 +200,61 @@ def _cluster_blank(port: int) -> bool:
 def _create_cluster(ports: Sequence[int], log: Log) -> None:
     cli = require_binary("redis-cli", "redis-server")
     nodes = [f"{_HOST}:{port}" for port in ports]
-    cmd = [cli, "--cluster", "create", *nodes, "--cluster-replicas", "0", "--cluster-yes"]
+    cmd = [cli, "--cluster", "create", *nodes, "--cluster-replicas", "1", "--cluster-yes"]
     done = _run(cmd, timeout=120)
     if done.returncode != 0:
         raise ServiceError(f"redis-cli --cluster create failed:\n{_output(done)}")
-    log(f"cluster created on {nodes[0]}..{ports[-1]}")
+    log(f"cluster created on {nodes[0]}..{ports[-1]} ({len(ports) // 2} masters, 1 replica each)")
+
+
+def _lone_masters(port: int) -> list[str]:
+    """Ids of the healthy masters that own slots and have no replica, from CLUSTER NODES."""
+    rows = [line.split() for line in (_redis_call(port, "CLUSTER", "NODES") or "").splitlines()]
+    masters = [r[0] for r in rows if len(r) > 8 and "master" in r[2] and "fail" not in r[2]]
+    followed = {r[3] for r in rows if len(r) > 3 and "slave" in r[2]}
+    return [node_id for node_id in masters if node_id not in followed]
+
+
+def _add_replicas(formed: Sequence[int], blank: Sequence[int], log: Log) -> None:
+    """Blank nodes next to a formed cluster (one made by the older 3-master launcher, or a
+    replica whose dir was wiped) join it as replicas of the masters that have none."""
+    if not _wait(lambda: all(_cluster_info(p).get("cluster_state") == "ok" for p in formed), 30):
+        raise ServiceError(f"the formed cluster nodes {list(formed)} are not cluster_state:ok")
+    lone = _lone_masters(formed[0])
+    if len(lone) < len(blank):
+        raise ServiceError(
+            f"nodes {list(blank)} are blank but only {len(lone)} masters lack a replica"
+        )
+    cli = require_binary("redis-cli", "redis-server")
+    for port, master_id in zip(blank, lone, strict=False):
+        new, known = f"{_HOST}:{port}", f"{_HOST}:{formed[0]}"
+        cmd = [cli, "--cluster", "add-node", new, known, "--cluster-slave"]
+        done = _run([*cmd, "--cluster-master-id", master_id], timeout=60)
+        if done.returncode != 0:
+            raise ServiceError(f"redis-cli --cluster add-node {new} failed:\n{_output(done)}")
+        log(f"cluster node {new} added as a replica of {master_id[:8]}")
 
 
 def _up_cluster(settings: Settings, log: Log) -> None:
     ports = _cluster_ports(settings)
     for port in ports:
         _start_redis("cluster node", port, _cluster_dir(settings, port), _CLUSTER_ARGS, log)
-    # Nodes restarted with their nodes.conf rejoin by themselves; only blank nodes need create.
-    if all(_cluster_blank(port) for port in ports):
+    # Nodes restarted with their nodes.conf rejoin by themselves (a killed master comes back as
+    # its successor's replica); only blank nodes need `create`, or `add-node` next to the rest.
+    blank = [port for port in ports if _cluster_blank(port)]
+    if len(blank) == len(ports):
         _create_cluster(ports, log)
+    elif blank:
+        _add_replicas([p for p in ports if p not in blank], blank, log)
     if not _wait(lambda: _cluster_ok(ports), _CLUSTER_TIMEOUT_S, interval=0.25):
         logs = "\n".join(_tail(_cluster_dir(settings, p) / "redis.log", 5) for p in ports)
         raise ServiceError(
-            f"cluster on ports {ports} not cluster_state:ok within {_CLUSTER_TIMEOUT_S:.0f}s "
-            f"(if some node dirs were wiped, run `down` and delete {settings.run_path}/cluster):"
-            f"\n{logs}"
+            f"cluster on ports {ports} not cluster_state:ok with every replica in sync within "
+            f"{_CLUSTER_TIMEOUT_S:.0f}s (if some node dirs were wiped, run `down` and delete "
+            f"{settings.run_path}/cluster):\n{logs}"
         )
+
+
+def _down_cluster(settings: Settings, log: Log) -> None:
+    for port in _cluster_ports(settings):
+        _stop_redis("cluster node", port, _cluster_dir(settings, port), log)

@@ -204,8 +204,9 @@ class QueueService:
         self, limit: int = 200, *, units: bool = True
     ) -> list[tuple[str, dict[str, str], float]]:
         """Per room: waiting, admitted, active, abandoned (ghosts skipped), units left, the
-        measured admit rate, and the mean error of this worker's first wait estimates. Rooms this
-        worker serves or leads come first when there are more than `limit`."""
+        measured admit rate, the wait estimate of the last in line, and the mean error of this
+        worker's first wait estimates. Rooms this worker serves or leads come first when there
+        are more than `limit`."""
         ranked = [*sorted(self.views.states.keys()), *sorted(self.loops.leading), *self.loops.sales]
         sale_ids = list(dict.fromkeys(ranked))[:limit]
         gauges: list[tuple[str, dict[str, str], float]] = []
@@ -225,8 +226,9 @@ class QueueService:
                 "flashsale_queue_active": state.active,
                 "flashsale_queue_abandoned_total": state.skipped,
                 "flashsale_queue_units_left": state.units_left,
-                "flashsale_queue_admit_rate_per_s": window.admit_rate() if window else 0.0,
-                "flashsale_queue_eta_error_seconds_mean": errors.mean_s if errors else 0.0,
+                "flashsale_queue_admit_rate_per_second": window.admit_rate() if window else 0.0,
+                "flashsale_queue_eta_p50_seconds": state.waiting / self.views.pace(state)[0],
+                "flashsale_queue_eta_error_mean_seconds": errors.mean_s if errors else 0.0,
                 "flashsale_queue_eta_error_samples": errors.count if errors else 0,
                 "flashsale_queue_leader": int(sale_id in self.loops.leading),
             }
@@ -234,3 +236,17 @@ class QueueService:
                 del figures["flashsale_queue_units_left"]
             gauges += [(name, labels, value) for name, value in figures.items()]
         return gauges
+
+
+QUEUE_HELP = {
+    "flashsale_queue_waiting": "Tickets in the waiting room not yet admitted.",
+    "flashsale_queue_admitted_total": "Admissions the room has made since it opened.",
+    "flashsale_queue_active": "Admitted sessions that have not placed a hold yet.",
+    "flashsale_queue_abandoned_total": "Waiters skipped at admission because they stopped polling.",
+    "flashsale_queue_units_left": "Units the room may still admit for (admin key only).",
+    "flashsale_queue_admit_rate_per_second": "Admissions per second measured by this worker.",
+    "flashsale_queue_eta_p50_seconds": "Median wait estimate of the last ticket in line.",
+    "flashsale_queue_eta_error_mean_seconds": "Mean error of this worker's first wait estimates.",
+    "flashsale_queue_eta_error_samples": "First wait estimates checked against admissions.",
+    "flashsale_queue_leader": "1 when this worker's admission loop runs the room.",
+}

@@ -76,6 +76,7 @@ def _redis_benchmark(settings: Settings, port: int, requests: int, concurrency: 
         "",
         "0",
         "0",
+        "",  # request_id
         "hot",
         "1",
     ]

@@ -41,7 +41,8 @@ async def _forget(engine: Engine, conn: Connection) -> None:
         "(SELECT order_id FROM orders WHERE sale_id = ANY($1::text[]))",
         sale,
     )
-    for table in ("orders", "stock_movements", "stock_levels", "supplier_skus", "skus", "sales"):
+    tables = ("orders", "holds", "stock_movements", "stock_levels", "supplier_skus", "skus")
+    for table in (*tables, "sales"):
         await conn.execute(f"DELETE FROM {table} WHERE sale_id = ANY($1::text[])", sale)
 
 
@@ -113,7 +114,7 @@ async def _prepare(engine: Engine, conn: Connection, count: int) -> list[HoldEve
     await _confirmations(engine, count)
     entries = cast(list[Any], await engine.client.xrange(keys.events(BENCH_SALE)))
     events = decode([(str(i), dict(f)) for i, f in entries]).events
-    return [e for e in events if isinstance(e, HoldEvent)]
+    return [e for e in events if isinstance(e, HoldEvent) and e.kind == "confirmed"]
 
 
 async def _batched(engine: Engine, settings: Settings) -> tuple[float, Reconciler]:

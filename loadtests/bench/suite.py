@@ -44,6 +44,14 @@ async def _engine(settings: Settings, args: argparse.Namespace) -> Measured:
     return rows, [f"engine: {note}, {args.concurrency} callers"]
 
 
+async def _wait(settings: Settings, args: argparse.Namespace) -> Measured:
+    from flashsale.loadtests.bench.wait import bench_wait
+
+    rows = await bench_wait(settings, args.requests, args.concurrency)
+    note = f"{args.requests} reservations per side on one cluster shard, {args.concurrency} callers"
+    return rows, [f"wait: {note}, WAIT timeout {settings.redis_wait_timeout_ms} ms"]
+
+
 async def _pg(settings: Settings, args: argparse.Namespace) -> Measured:
     from flashsale.loadtests.bench.pg import bench_pg
 
@@ -96,8 +104,11 @@ _BENCHES: dict[str, tuple[str, Callable[[Settings, argparse.Namespace], Awaitabl
     "gateway": ("checkout vs /healthz", _gateway),
     "queue": ("queue status vs /healthz", _queue),
     "reconcile": ("reconcile batch vs per-row", _reconcile),
+    "wait": ("cluster reserve: WAIT 1 vs none", _wait),
 }
 TARGETS = tuple(_BENCHES)
+# `all` leaves out `wait`: ~4 x 100k reservations on the cluster take over 30 s on their own.
+ALL = tuple(t for t in TARGETS if t != "wait")
 
 
 async def measure(settings: Settings, target: str, args: argparse.Namespace) -> Section:
@@ -177,7 +188,7 @@ def machine_line(versions: str, load_start: float) -> str:
 
 async def run(settings: Settings, args: argparse.Namespace) -> int:
     """0 when every benchmark reported figures, 1 when one refused (its row says why)."""
-    targets = TARGETS if args.target == "all" else (args.target,)
+    targets = ALL if args.target == "all" else (args.target,)
     load_start = os.getloadavg()[0]
     versions = await _versions(settings)
     sections = [await measure(settings, target, args) for target in targets]

@@ -56,6 +56,7 @@ class WebhookSim:
             self.duplicates += 1
             return reply(200, {"duplicate": True})
         doc["path_recipient"] = request.path_params["recipient"]
+        doc["request_id"] = request.headers.get("x-request-id", "")
         self.received[doc["id"]] = doc
         with self.state.open("a") as out:
             out.write(json.dumps(doc) + "\n")

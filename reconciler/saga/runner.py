@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+import logging
 from dataclasses import dataclass
 
 import asyncpg  # type: ignore[import-untyped,unused-ignore]  # asyncpg ships no type hints
 from redis.exceptions import RedisError
 
+from flashsale.engine import logs
 from flashsale.engine.errors import EngineUnavailable
 from flashsale.engine.settings import Settings
 from flashsale.reconciler.adapters import PartyUnavailable
@@ -25,7 +26,7 @@ from flashsale.reconciler.saga import STEPS, Parties
 from flashsale.store.saga import claims, orders
 from flashsale.store.saga.claims import Claim
 
-Log = Callable[[str], None]
+log = logging.getLogger("flashsale.saga")
 
 TRANSIENT = (PartyUnavailable, EngineUnavailable, RedisError, OSError, TimeoutError)
 PG_DOWN = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError)
@@ -58,13 +59,11 @@ class SagaRunner:
         parties: Parties,
         config: SagaConfig,
         metrics: Metrics,
-        log: Log,
     ) -> None:
         self.pool = pool
         self.parties = parties
         self.config = config
         self.metrics = metrics
-        self.log = log
         self._running: set[asyncio.Task[None]] = set()
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -74,7 +73,11 @@ class SagaRunner:
                 try:
                     claimed = await self._claim()
                 except PG_DOWN as exc:
-                    self.log(f"saga: PostgreSQL unavailable ({exc}); retrying")
+                    log.warning(
+                        "saga: PostgreSQL unavailable (%s); retrying",
+                        exc,
+                        extra={"event": "saga.unavailable"},
+                    )
                     await _pause(stop, 1.0)
                     continue
                 for c in claimed:
@@ -97,7 +100,12 @@ class SagaRunner:
             return await claims.claim(conn, free, self.config.lease_ms)
 
     async def _one(self, c: Claim) -> None:
-        """One try of one step. No PostgreSQL connection is held while the parties are asked."""
+        """One try of one step, its log lines and the events it writes naming the order's
+        request. No PostgreSQL connection is held while the parties are asked."""
+        with logs.bind(request=c.request_id, sale_id=c.sale_id, order_id=c.order_id):
+            await self._try(c)
+
+    async def _try(self, c: Claim) -> None:
         try:
             if c.attempts > self.config.max_attempts:
                 await self._failed(c, "too many tries (the step's process died each time)")
@@ -107,17 +115,33 @@ class SagaRunner:
             try:
                 decision = await STEPS[c.step](self.parties, order)
             except TRANSIENT as exc:
-                self.metrics.saga_retries += 1
+                self.metrics.saga(c.step, "retry")
                 await self._failed(c, f"{type(exc).__name__}: {exc}")
                 return
             async with self.pool.acquire() as conn:
                 if await orders.write(conn, c, order, decision):
-                    self.metrics.saga_steps += 1
+                    self.metrics.saga(c.step, "done")
+                    _step_line(c, decision.outcome, decision.status or order.status, True)
+                else:
+                    _step_line(c, decision.outcome, order.status, False)
         except PG_DOWN as exc:
             # The lease runs out and the step runs again; its parties answer by key.
-            self.log(f"saga: order {c.order_id} step {c.step}: PostgreSQL failed ({exc})")
+            log.warning(
+                "saga: order %s step %s: PostgreSQL failed (%s)",
+                c.order_id,
+                c.step,
+                exc,
+                extra={"event": "saga.unavailable", "step": c.step},
+            )
         except Exception as exc:  # a bug in a step must not stop the others
-            self.log(f"saga: order {c.order_id} step {c.step}: {type(exc).__name__}: {exc}")
+            log.exception(
+                "saga: order %s step %s: %s: %s",
+                c.order_id,
+                c.step,
+                type(exc).__name__,
+                exc,
+                extra={"event": "saga.crash", "step": c.step},
+            )
             with contextlib.suppress(Exception):
                 await self._failed(c, f"{type(exc).__name__}: {exc}")
 
@@ -129,8 +153,36 @@ class SagaRunner:
         async with self.pool.acquire() as conn:
             written = await claims.record_failure(conn, c, error, delay_ms=delay_ms, dead=dead)
         if written and dead:
-            self.metrics.saga_dead += 1
-            self.log(f"saga: order {c.order_id} step {c.step} dead: {error}")
+            self.metrics.saga(c.step, "dead")
+        if written:
+            level, event = (logging.ERROR, "saga.dead") if dead else (logging.INFO, "saga.retry")
+            log.log(
+                level,
+                "saga: order %s step %s %s: %s",
+                c.order_id,
+                c.step,
+                "dead" if dead else f"due again in {delay_ms / 1000:.2f}s",
+                error,
+                extra={"event": event, "step": c.step, "attempt": c.attempts, "error": error},
+            )
+
+
+def _step_line(c: Claim, outcome: str, status: str, written: bool) -> None:
+    """One line per step run: its outcome, or that another process had taken the step over."""
+    log.info(
+        "saga: order %s step %s: %s",
+        c.order_id,
+        c.step,
+        outcome if written else "outcome dropped, the step was taken over",
+        extra={
+            "event": "saga.step" if written else "saga.step_dropped",
+            "step": c.step,
+            "attempt": c.attempts,
+            "round": c.round,
+            "outcome": outcome,
+            "status": status,
+        },
+    )
 
 
 async def _pause(stop: asyncio.Event, seconds: float) -> None:

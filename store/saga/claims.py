@@ -20,6 +20,8 @@ class Claim:
     token: int
     attempts: int  # this try included
     round: int
+    sale_id: str = ""
+    request_id: str = ""  # the order's (the confirming request's), for its rows and log lines
 
 
 _CLAIM = """
@@ -34,12 +36,13 @@ UPDATE orders o
 SET step_token = o.step_token + 1, step_due_at = now() + $2 * interval '1 millisecond',
     claimed_until = now() + $2 * interval '1 millisecond'
 FROM due WHERE o.order_id = due.order_id
-RETURNING o.order_id, o.next_step, o.step_token
+RETURNING o.order_id, o.next_step, o.step_token, o.sale_id, o.request_id
 """
 
 _COUNT_TRY = """
-INSERT INTO saga_steps (order_id, step, status, attempts)
-SELECT c.order_id, c.step, 'pending', 1 FROM unnest($1::text[], $2::text[]) AS c(order_id, step)
+INSERT INTO saga_steps (order_id, step, status, attempts, request_id)
+SELECT c.order_id, c.step, 'pending', 1, c.request_id
+FROM unnest($1::text[], $2::text[], $3::text[]) AS c(order_id, step, request_id)
 ON CONFLICT (order_id, step) DO UPDATE
 SET attempts = saga_steps.attempts + 1, status = 'pending', updated_at = now()
 RETURNING order_id, attempts, round
@@ -54,10 +57,19 @@ async def claim(conn: Connection, limit: int, lease_ms: int) -> list[Claim]:
         if not rows:
             return []
         ids = [r["order_id"] for r in rows]
-        counted = await conn.fetch(_COUNT_TRY, ids, [r["next_step"] for r in rows])
+        steps = [r["next_step"] for r in rows]
+        counted = await conn.fetch(_COUNT_TRY, ids, steps, [r["request_id"] for r in rows])
     tries = {r["order_id"]: (r["attempts"], r["round"]) for r in counted}
     return [
-        Claim(r["order_id"], r["next_step"], r["step_token"], *tries[r["order_id"]]) for r in rows
+        Claim(
+            r["order_id"],
+            r["next_step"],
+            r["step_token"],
+            *tries[r["order_id"]],
+            sale_id=r["sale_id"],
+            request_id=r["request_id"],
+        )
+        for r in rows
     ]
 
 

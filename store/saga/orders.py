@@ -153,8 +153,8 @@ async def _backorders(
 
 
 _NOTICE = """
-INSERT INTO outbox (topic, recipient, payload, dedupe_key, order_id)
-VALUES ($1, $2, $3::jsonb, $4, $5)
+INSERT INTO outbox (topic, recipient, payload, dedupe_key, order_id, request_id)
+VALUES ($1, $2, $3::jsonb, $4, $5, $6)
 ON CONFLICT (dedupe_key) DO NOTHING
 """
 
@@ -175,14 +175,14 @@ async def _outbox(
             **n.details,
         }
         dedupe = f"{o.order_id}:{c.step}:{c.round}:{n.topic}:{n.recipient}"
-        rows.append((n.topic, n.recipient, json.dumps(payload), dedupe, o.order_id))
+        rows.append((n.topic, n.recipient, json.dumps(payload), dedupe, o.order_id, c.request_id))
     if rows:
         await conn.executemany(_NOTICE, rows)
 
 
 _STEP_DONE = """
-INSERT INTO saga_steps (order_id, step, status, attempts, outcome, round)
-VALUES ($1, $2, 'done', 1, $3, $4)
+INSERT INTO saga_steps (order_id, step, status, attempts, outcome, round, request_id)
+VALUES ($1, $2, 'done', 1, $3, $4, $5)
 ON CONFLICT (order_id, step) DO UPDATE
 SET status = EXCLUDED.status, outcome = EXCLUDED.outcome, last_error = NULL, updated_at = now()
 """
@@ -190,8 +190,8 @@ SET status = EXCLUDED.status, outcome = EXCLUDED.outcome, last_error = NULL, upd
 
 async def _steps(conn: Connection, c: Claim, d: Decision) -> None:
     """The step's own row, and the compensations it ran on the way (its history)."""
-    done = [(c.order_id, c.step, d.outcome, c.round)]
-    done += [(c.order_id, step, outcome, c.round) for step, outcome in d.history]
+    done = [(c.order_id, c.step, d.outcome, c.round, c.request_id)]
+    done += [(c.order_id, step, outcome, c.round, c.request_id) for step, outcome in d.history]
     await conn.executemany(_STEP_DONE, done)
 
 
