@@ -156,6 +156,12 @@ def _saga(args: argparse.Namespace) -> int:
     return run_async(cli.saga_retry_main(load_settings(), args))
 
 
+def _verify_draw(args: argparse.Namespace) -> int:
+    from flashsale import verify_draw
+
+    return verify_draw.run(args)
+
+
 def _add_service_commands(sub: Subparsers) -> None:
     from flashsale.services import add_arguments
 
@@ -171,6 +177,13 @@ def _add_service_commands(sub: Subparsers) -> None:
     serve.set_defaults(func=_serve)
     migrate = sub.add_parser("migrate", help="apply the PostgreSQL migrations")
     migrate.set_defaults(func=_migrate)
+    verify = sub.add_parser(
+        "verify-draw", help="recompute a sale's pre-queue draw from its fairness receipt"
+    )
+    from flashsale.verify_draw import add_arguments as add_verify_arguments
+
+    add_verify_arguments(verify)
+    verify.set_defaults(func=_verify_draw)
 
 
 def _add_reconciler_commands(sub: Subparsers) -> None:

@@ -26,6 +26,7 @@ from flashsale.gateway.openapi import openapi_body, openapi_json
 from flashsale.gateway.problems import PROBLEM_TYPE, Problem
 from flashsale.gateway.request_ids import RequestIds
 from flashsale.gateway.room import routes as room
+from flashsale.gateway.room.fairness import fairness
 from flashsale.gateway.room.worker import QueueService
 from flashsale.gateway.state import GatewayState
 from flashsale.store.migrate import migrate
@@ -84,12 +85,12 @@ class MetricsMiddleware:
             state: GatewayState | None = getattr(scope["app"].state, "gateway", None)
             if state is not None:
                 state.metrics.observe(name, scope["method"], status, time.perf_counter() - start)
-
                 state.metrics.outcome(name, status, scope.get(OUTCOME_KEY))
 
+
 def _problem_response(problem: Problem, request: Request) -> Response:
-    return Response(problem.body(request.url.path), problem.status, problem.headers, PROBLEM_TYPE)
     request.scope[OUTCOME_KEY] = problem.code
+    return Response(problem.body(request.url.path), problem.status, problem.headers, PROBLEM_TYPE)
 
 
 async def on_problem(request: Request, exc: Exception) -> Response:
@@ -124,6 +125,7 @@ def routes() -> list[Route]:
         Route(sale + "/holds", checkout.CreateHold(), methods=["POST"]),
         Route(sale + "/queue", room.JoinQueue(), methods=["POST"]),
         Route(sale + "/queue", room.room_info, methods=["GET"]),
+        Route(sale + "/fairness", fairness, methods=["GET"]),
         Route("/sales/{sale}/waiting-room", room.waiting_room_page, methods=["GET"]),
         Route(hold, checkout.get_hold, methods=["GET"]),
         Route(hold + "/confirm", checkout.confirm_hold, methods=["POST"]),
@@ -164,11 +166,11 @@ def create_app(settings: Settings) -> Starlette:
         async with pool.acquire() as conn:
             await migrate(conn)
         engine = Engine(client, settings)
-        app.state.gateway = GatewayState.build(settings, engine, pool)
-        app.state.queue = QueueService(settings, engine, app.state.gateway.records)
         if engine.batcher is not None:
             engine.batcher.observer = count_batch
             engine.batcher.on_wait_short = REDIS_WAIT_SHORT.inc
+        app.state.gateway = GatewayState.build(settings, engine, pool)
+        app.state.queue = QueueService(settings, engine, app.state.gateway.records)
         app.state.queue.start()  # admission loops and heartbeat batching
         try:
             yield
@@ -189,9 +191,9 @@ def create_app(settings: Settings) -> Starlette:
     app = Starlette(routes=routes(), lifespan=lifespan, exception_handlers=handlers)
     app.add_middleware(BodyLimitMiddleware, public_max_bytes=settings.max_body_bytes)
     app.add_middleware(MetricsMiddleware)
+    app.add_middleware(RequestIds, access_log=settings.access_log)  # outermost: every answer
     app.state.openapi = openapi_body(settings)
     return app
-    app.add_middleware(RequestIds, access_log=settings.access_log)  # outermost: every answer
 
 
 def app_from_env() -> Starlette:

@@ -184,6 +184,11 @@ def document(settings: Settings) -> dict[str, Any]:
         {"name": "backorder", "in": "path", "required": True, "schema": {"type": "integer"}}
     ]
     page = _op("The waiting-room page (HTML)", 200, ["sale"])
+    receipt = _op("The fairness receipt of the pre-queue draw (409 before it)", 200, ["sale"])
+    receipt["parameters"] += [
+        _param("ticket", "query"),
+        {"name": "include", "in": "query", "required": False, "schema": {"const": "order"}},
+    ]
     page["responses"]["200"] = {"description": "the page", "content": {"text/html": {}}}
     paths: dict[str, Any] = {
         admin: {
@@ -205,6 +210,7 @@ def document(settings: Settings) -> dict[str, Any]:
             "get": _op("The room's public figures and shuffle commitment", 200, ["sale"]),
         },
         f"{sale}/queue/{{ticket}}": {"get": _op("A ticket's status", 200, ["sale", "ticket"])},
+        f"{sale}/fairness": {"get": receipt},
         "/sales/{sale}/waiting-room": {"get": page},
         hold: {"get": _customer(_op("A hold and its status", 200, ["sale", "hold"]), OWNER)},
         f"{hold}/confirm": {

@@ -62,6 +62,7 @@ TITLES = {
     "TOKEN_WRONG_CUSTOMER": "The admission token is for another customer",
     "TOKEN_EXHAUSTED": "The admission token has no checkout attempts left",
     "NO_WAITING_ROOM": "This sale has no waiting room",
+    "DRAW_NOT_REVEALED": "The pre-queue draw is revealed when the room opens",
     "BACKORDER_CLOSED": "The backorder is already decided",
     "SAGA_STEP_DEAD": "The order's saga is stopped at a dead-lettered step",
     "INVALID_REQUEST": "Invalid request",

@@ -96,6 +96,10 @@ async def test_a_shopper_waits_in_line_is_let_in_and_checks_out(
             assert "customer_token" not in page.url  # taken out of the address bar
             assert not await page.is_visible("#customer")  # no customer ID box
             await page.get_by_role("button", name="Join the queue").click()
+            draw = page.get_by_role("link", name="How the draw works")
+            await draw.wait_for(timeout=10_000)
+            receipt = (await http.get(await draw.get_attribute("href") or "")).json()
+            assert (receipt["prequeue_size"], receipt["ticket"]["prequeue"]) == (0, False)
             seen = await positions_until_admitted(page)
             assert len(seen) >= 2 and seen == sorted(seen, reverse=True), seen
             assert seen[0] >= 4, seen  # joined behind a real line

@@ -26,7 +26,7 @@ from flashsale.gateway.rate_limits import (
     buckets,
     client_address,
 )
-from flashsale.gateway.room.eta import RateWindow, eta_s
+from flashsale.gateway.room.eta import RateWindow, eta_s, paces
 from flashsale.gateway.room.tokens import KeyRing, Tickets, Tokens
 from flashsale.gateway.room.worker import _check
 from tests.helpers import eventually
@@ -149,21 +149,25 @@ def test_the_shuffle_matches_its_description_and_is_a_permutation() -> None:
     assert prequeue_order("0" * 64, 5) == prequeue_order("0" * 64, 5) != prequeue_order("1" * 64, 5)
 
 
-def test_eta_uses_the_measured_pace_then_the_setting() -> None:
-    assert eta_s(100, [], 10) == (10.0, 15.0)
-    assert eta_s(100, [0.0, 0.0, 0.0], 10) == (10.0, 15.0)  # stalled: fall back
-    p50, p90 = eta_s(100, [20.0] * 10, 10)
-    assert (p50, p90) == (5.0, 5.0)
-    p50, p90 = eta_s(100, [20.0] * 9 + [0.0], 10)
+def test_eta_scales_the_setting_by_the_measured_places_per_admission() -> None:
+    assert eta_s(100, paces([], 10)) == (10.0, 15.0)
+    assert eta_s(100, paces([(0, 10.0)] * 10, 10)) == (10.0, 15.0)  # stalled: fall back
+    assert eta_s(100, paces([(20, 10.0)] * 9, 10)) == (10.0, 15.0)  # 9 intervals: too few
+    assert eta_s(100, paces([(20, 10.0)] * 10, 10)) == (5.0, 5.0)  # 2 places per admission
+    assert eta_s(100, paces([(20, 10.0)] * 10, 25)) == (2.0, 2.0)  # the rate raised: at once
+    p50, p90 = eta_s(100, paces([(20, 10.0)] * 9 + [(0, 10.0)], 10))
     assert p50 == pytest.approx(100 / 18) and p90 == pytest.approx(100 / 9)
+    assert eta_s(100, paces([(20, 10.0)] * 10, 10), age_s=1.5) == (3.5, 3.5)
+    assert eta_s(1, paces([], 10), age_s=5) == (0.0, 0.0)
 
 
-def test_the_rate_window_samples_once_a_second() -> None:
+def test_the_rate_window_samples_once_a_second_and_keeps_busy_intervals() -> None:
     window = RateWindow()
-    for i in range(50):
-        window.add(i * 250, i * 5, i * 4)  # 20 places and 16 admissions per second
+    for i in range(50):  # 20 places and 16 admissions per second, the rate set to 16
+        window.add(i * 250, i * 5, i * 4, busy=i < 40, rate_per_s=16 if i < 30 else 8)
     assert len(window.points) == 13
-    assert window.pass_rates() == [20.0] * 12
+    # Samples at 0, 1, ..., 12 s: busy until 9 s, the setting changed between 7 s and 8 s.
+    assert window.busy_intervals() == [(20, 16.0)] * 7 + [(20, 8.0)]
     assert window.admit_rate() == 16.0
 
 

@@ -4,6 +4,7 @@ ticket records and tokens, and how far the wait estimates were off."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import MutableMapping
 from dataclasses import dataclass
 from typing import Any
@@ -14,7 +15,7 @@ from flashsale.engine.settings import Settings
 from flashsale.engine.shuffle import prequeue_places
 from flashsale.engine.waiting_room import RoomState, TicketRecord, WaitingRoom
 from flashsale.gateway.cache import Cached
-from flashsale.gateway.room.eta import RateWindow, paces
+from flashsale.gateway.room.eta import MIN_BUSY_INTERVALS, RateWindow, paces
 from flashsale.gateway.room.tokens import Tokens
 
 MIN_STALE_S = 1.0  # a quiet worker reloads rather than answer from older than this
@@ -51,6 +52,8 @@ class RoomViews:
         )
         self.windows: dict[str, RateWindow] = {}
         self.paces: dict[str, tuple[float, float]] = {}  # (p50, p90) places/s, per state load
+        self.measured: set[str] = set()  # rooms whose pace comes from the window, not the setting
+        self.loaded_at: dict[str, float] = {}  # monotonic time of each room's last state load
         self.eta_errors: dict[str, EtaErrors] = {}
         self._beats: dict[str, set[int]] = {}
         self._records: dict[Ticket, TicketRecord] = {}
@@ -75,9 +78,17 @@ class RoomViews:
         state = await self.room.queue_state(sale_id)
         if state is None:
             return None
+        self.loaded_at[sale_id] = time.monotonic()
         window = self.windows.setdefault(sale_id, RateWindow())
-        window.add(state.now_ms, state.serving, state.admitted)
-        self.paces[sale_id] = paces(window.pass_rates(), state.rate_per_s or DEFAULT_RATE_PER_S)
+        busy = state.opened and state.admitting and state.waiting > 0 and state.free_units > 0
+        rate = state.rate_per_s or DEFAULT_RATE_PER_S
+        window.add(state.now_ms, state.serving, state.admitted, busy=busy, rate_per_s=rate)
+        intervals = window.busy_intervals()
+        self.paces[sale_id] = paces(intervals, rate)
+        if len(intervals) >= MIN_BUSY_INTERVALS:
+            self.measured.add(sale_id)
+        else:
+            self.measured.discard(sale_id)
         if state.opened and state.prequeue > SHUFFLE_IN_THREAD:
             await asyncio.to_thread(prequeue_places, state.seed, state.prequeue)
         return state
@@ -88,6 +99,10 @@ class RoomViews:
     def pace(self, state: RoomState) -> tuple[float, float]:
         rate = state.rate_per_s or DEFAULT_RATE_PER_S
         return self.paces.get(state.sale_id) or paces([], rate)
+
+    def age_s(self, sale_id: str) -> float:
+        """How long ago the cached state of the room was read."""
+        return time.monotonic() - self.loaded_at.get(sale_id, time.monotonic())
 
     async def flush_beats(self) -> None:
         """Sends the heartbeats gathered since the last call, one script call per sale and batch.
@@ -124,9 +139,9 @@ class RoomViews:
         return token or ""
 
     def predicted(self, sale_id: str, number: int, admit_at_ms: int) -> None:
-        """Remembers the first estimate this worker gave a ticket."""
+        """Remembers the first estimate this worker gave a ticket from a measured pace."""
         key = (sale_id, number)
-        if key not in self._predicted_ms:
+        if sale_id in self.measured and key not in self._predicted_ms:
             self._bound(self._predicted_ms)
             self._predicted_ms[key] = admit_at_ms
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import math
 import time
 from typing import Any
 
@@ -13,6 +14,7 @@ from flashsale.engine.settings import Settings
 from flashsale.engine.waiting_room import RoomState, WaitingRoom
 from flashsale.gateway.problems import Problem, engine_call
 from flashsale.gateway.room.admission import AdmissionLoops
+from flashsale.gateway.room.eta import eta_s
 from flashsale.gateway.room.tokens import KeyRing, Tickets, Tokens
 from flashsale.gateway.room.views import RoomViews
 from flashsale.gateway.sale_records import SaleRecords
@@ -178,10 +180,10 @@ class QueueService:
 
     def _in_line(self, state: RoomState, number: int, place: int, ticket: str) -> Doc:
         """One dict, built at once: this is most of what the hot path does."""
-        p50_pace, p90_pace = self.views.pace(state)
+        pace = self.views.pace(state)
         position = place - state.serving
-        p50_s = position / p50_pace
-        self.views.predicted(state.sale_id, number, state.now_ms + int(p50_s * 1000))
+        self.views.predicted(state.sale_id, number, state.now_ms + int(position * 1000 / pace[0]))
+        p50_s, p90_s = eta_s(position, pace, self.views.age_s(state.sale_id))
         return {
             "ticket": ticket,
             "sale_id": state.sale_id,
@@ -195,7 +197,7 @@ class QueueService:
             "ahead": position - 1,
             "queue_size": state.waiting,
             "eta_p50_s": round(p50_s),
-            "eta_p90_s": round(position / p90_pace),
+            "eta_p90_s": math.ceil(p90_s),  # rounded down, a p90 would undercut itself
         }
 
     # --- metrics -------------------------------------------------------------------------------

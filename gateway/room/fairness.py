@@ -1,0 +1,103 @@
+"""The fairness receipt: what anyone needs to recompute the pre-queue draw and check a place."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from flashsale.engine.keys import ID_PATTERN
+from flashsale.engine.shuffle import order_sha256, prequeue_ticket_order
+from flashsale.engine.waiting_room import RoomState
+from flashsale.gateway.problems import Problem, invalid
+from flashsale.gateway.responses import json_response
+from flashsale.gateway.room.routes import SHUFFLE
+from flashsale.gateway.room.views import SHUFFLE_IN_THREAD
+from flashsale.gateway.room.worker import QueueService, no_ticket
+from flashsale.gateway.schemas import iso
+
+QUERY = {"ticket", "include"}
+ORDER_HASH = (
+    "SHA-256 (hex) of the ticket numbers at places 1, 2, ..., prequeue_size, written in decimal "
+    "and joined by ',' with no spaces (an empty pre-queue hashes the empty string)"
+)
+VERIFY = "flashsale verify-draw --url <this gateway> --sale <sale>, or docs/verify_draw.py"
+# The receipt never changes once the room has opened; only the ticket part is personal.
+PUBLIC_CACHE = {"Cache-Control": "public, max-age=60"}
+PRIVATE = {"Cache-Control": "no-store"}
+
+
+def _query(request: Request) -> tuple[str | None, bool]:
+    """(the ticket id asked about, whether the whole order is wanted); anything else is refused."""
+    params = request.query_params
+    unknown = ", ".join(sorted(set(params.keys()) - QUERY))
+    if unknown:
+        raise invalid(f"unknown query parameters {unknown}; known: include, ticket")
+    include = params.get("include")
+    if include not in (None, "order"):
+        raise invalid("include must be 'order'")
+    ticket = params.get("ticket")
+    if ticket is not None and not ID_PATTERN.fullmatch(ticket):
+        raise invalid("ticket must be 1-64 characters of A-Z a-z 0-9 _ -")
+    return ticket, include == "order"
+
+
+def not_revealed(state: RoomState) -> Problem:
+    return Problem(
+        409,
+        "DRAW_NOT_REVEALED",
+        f"the draw of sale {state.sale_id} is revealed when its room opens, at "
+        f"{iso(state.starts_at_ms)} (status {state.status})",
+    )
+
+
+async def _order(state: RoomState) -> tuple[int, ...]:
+    if state.prequeue > SHUFFLE_IN_THREAD:
+        return await asyncio.to_thread(prequeue_ticket_order, state.seed, state.prequeue)
+    return prequeue_ticket_order(state.seed, state.prequeue)
+
+
+def _place(service: QueueService, state: RoomState, ticket: str) -> dict[str, Any]:
+    number = service.tickets.parse(state.sale_id, ticket)
+    if number is None or number > state.seq:
+        raise no_ticket(ticket)
+    place = state.place_of(number)
+    return {
+        "ticket": ticket,
+        "number": number,
+        "place": place,
+        "prequeue": number <= state.prequeue,
+    }
+
+
+async def fairness(request: Request) -> Response:
+    """GET /v1/sales/{sale}/fairness[?ticket=T][&include=order]: the committed hash, the seed,
+    the pre-queue's size and the order's hash; `ticket` adds that ticket's place, `include=order`
+    the whole order (the ticket at place 1, 2, ...)."""
+    service: QueueService = request.app.state.queue
+    sale_id: str = request.path_params["sale"]
+    if not ID_PATTERN.fullmatch(sale_id):
+        raise invalid("sale must be 1-64 characters of A-Z a-z 0-9 _ -")
+    ticket, with_order = _query(request)
+    state = await service.room_state(sale_id, 0)
+    if not state.opened:
+        raise not_revealed(state)
+    order = await _order(state)
+    doc: dict[str, Any] = {
+        "sale_id": sale_id,
+        "opened_at": iso(state.opened_at_ms),
+        "seed_sha256": state.seed_sha256,
+        "seed": state.seed,
+        "prequeue_size": state.prequeue,
+        "order_sha256": order_sha256(order),
+        "order_hash": ORDER_HASH,
+        "shuffle": SHUFFLE,
+        "verify": VERIFY,
+    }
+    if ticket is not None:
+        doc["ticket"] = _place(service, state, ticket)
+    if with_order:
+        doc["order"] = order
+    return json_response(doc, headers=PRIVATE if ticket else PUBLIC_CACHE)
