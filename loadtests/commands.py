@@ -78,7 +78,9 @@ def add_bench(sub: Subparsers) -> None:
     bench.add_argument("--seconds", type=int, default=10, help="gateway, queue: wrk s per side")
     bench.add_argument("--connections", type=int, default=64, help="gateway: wrk connections")
     bench.add_argument("--workers", type=int, default=2, help="gateway: uvicorn workers")
-    bench.add_argument("--events", type=int, default=10_000, help="reconcile: events to flush")
+    bench.add_argument(
+        "--events", type=int, default=10_000, help="reconcile: checkouts (2 stream events each)"
+    )
     bench.set_defaults(func=_bench)
 
 
