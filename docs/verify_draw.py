@@ -2,8 +2,10 @@
 """Check a flashsale fairness receipt with nothing but Python's standard library.
 
     curl -s 'https://GATEWAY/v1/sales/SALE/fairness?include=order&ticket=TICKET' > receipt.json
-    python3 verify_draw.py receipt.json
+    python3 verify_draw.py receipt.json [SEED_SHA256_NOTED_BEFORE_THE_OPENING]
 
+Give the seed_sha256 the queue page showed before the opening, if you noted it: the receipt's
+own hash only shows that its seed and hash agree (a draw made again would bring its own).
 Exit 0 when the seed matches its commitment and the draw it gives matches the receipt's hash,
 its listed order and your ticket's place (whichever it holds); 1 with what differs otherwise.
 The algorithm is the one in docs/waiting-room.md ("Fair order").
@@ -28,7 +30,7 @@ def draw(seed, size):
     return order
 
 
-def main(path):
+def main(path, noted=None):
     with open(path, encoding="utf-8") as file:
         receipt = json.load(file)
     seed, size = receipt["seed"], receipt["prequeue_size"]
@@ -36,6 +38,8 @@ def main(path):
     wrong = []
     if hashlib.sha256(seed.encode()).hexdigest() != receipt["seed_sha256"]:
         wrong.append("the seed does not match the committed seed_sha256")
+    if noted and noted.lower() != receipt["seed_sha256"].lower():
+        wrong.append("the receipt's seed_sha256 is not the one noted before the opening")
     if hashlib.sha256(",".join(map(str, order)).encode()).hexdigest() != receipt["order_sha256"]:
         wrong.append("the seed and prequeue_size do not give order_sha256")
     listed = receipt.get("order", order)
@@ -57,4 +61,4 @@ def main(path):
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1]))
+    sys.exit(main(*sys.argv[1:3]))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import math
 import time
@@ -98,7 +99,9 @@ class ScriptBatcher:
     def _schedule(self, loop: asyncio.AbstractEventLoop) -> None:
         if not self._scheduled and self._inflight < self._max_inflight:
             self._scheduled = True
-            loop.call_soon(self._flush)
+            # A fresh context: the batch is no one request's, and must not log under the id of
+            # the request that happened to schedule it.
+            loop.call_soon(self._flush, context=contextvars.Context())
 
     def _flush(self) -> None:
         self._scheduled = False
@@ -117,13 +120,16 @@ class ScriptBatcher:
             self.observer(len(batch))
         try:
             results = await self._execute(batch)
-        except _BATCH_FAILURES as exc:
-            # Every caller must hear back, whatever broke; a lost future is a hung request.
+        except BaseException as exc:
+            # Every caller must hear back, whatever broke (a bug included); a lost future is a
+            # hung request.
             error = EngineUnavailable(f"redis pipeline of {len(batch)} calls failed: {exc!r}")
             error.__cause__ = exc
             for call in batch:
                 _settle(call.future, error)
-            if isinstance(exc, asyncio.CancelledError):
+            if not isinstance(exc, _BATCH_FAILURES):
+                log.error("script batch failed unexpectedly", exc_info=exc)
+            if not isinstance(exc, Exception):  # cancelled, or the process is exiting
                 raise
         else:
             for call, result in zip(batch, results, strict=True):

@@ -75,6 +75,14 @@ def prequeue_ticket_order(seed: str, size: int) -> tuple[int, ...]:
     return tuple(order)
 
 
+@lru_cache(maxsize=8)
+def prequeue_order_sha256(seed: str, size: int) -> str:
+    """order_sha256 of the room's draw, kept: the receipt is public and asked for again and
+    again, and joining a large pre-queue's numbers for every request would be work without
+    bound."""
+    return order_sha256(prequeue_ticket_order(seed, size))
+
+
 def order_sha256(order: Sequence[int]) -> str:
     """The order's fingerprint in the fairness receipt: SHA-256 (hex) of the ticket numbers at
     places 1, 2, ... in decimal, joined by ',' (no spaces; the empty order hashes '')."""

@@ -83,8 +83,11 @@ def _listening(host: str, port: int) -> bool:
 def _share_metrics(settings: Settings, port: int) -> None:
     """Points every gateway worker at one fresh folder for prometheus_client's multiprocess mode
     (gateway/metrics.py), so a scrape of any worker sums all of them. Set before a worker
-    imports prometheus_client, which reads it at import; an earlier run's files are removed."""
-    path = Path(os.environ.get(MULTIPROC_ENV) or settings.run_path / "metrics" / f"gateway-{port}")
+    imports prometheus_client, which reads it at import; an earlier run's files are removed.
+    The folder is per port, also under a PROMETHEUS_MULTIPROC_DIR given by the operator: a
+    server starting on another port must not remove the files of one still running."""
+    base = Path(os.environ.get(MULTIPROC_ENV) or settings.run_path / "metrics")
+    path = base / f"gateway-{port}"
     path.mkdir(parents=True, exist_ok=True)
     for stale in path.glob("*.db"):
         stale.unlink()

@@ -81,6 +81,8 @@ def _ticket_difference(mine: Any, drawn: list[int]) -> list[str]:
     if not isinstance(mine, dict) or not isinstance(mine.get("number"), int):
         return ["ticket: not a ticket's place"]
     number = mine["number"]
+    if number < 1:
+        return [f"ticket: number {number} is not a ticket number"]
     drawn_place = drawn.index(number) + 1 if number <= len(drawn) else number
     if mine.get("place") != drawn_place:
         return [
@@ -90,16 +92,26 @@ def _ticket_difference(mine: Any, drawn: list[int]) -> list[str]:
     return []
 
 
-def differences(receipt: dict[str, Any], sale: str) -> tuple[list[str], list[int]]:
-    """Every way the receipt disagrees with itself and with the draw its seed gives; the draw."""
+MAX_PREQUEUE = 10_000_000  # a saved receipt claiming more is not drawn again (memory)
+
+
+def differences(
+    receipt: dict[str, Any], sale: str, noted: str | None = None
+) -> tuple[list[str], list[int]]:
+    """Every way the receipt disagrees with itself, with the commitment the shopper noted before
+    the opening (`noted`), and with the draw its seed gives; the draw. The receipt's own
+    `seed_sha256` only shows the seed and the hash agree: a server that drew again with a new
+    seed would publish its hash too. The hash shown before the opening is what binds it."""
     found: list[str] = []
     if receipt.get("sale_id") != sale:
         found.append(f"sale_id: the receipt is for {receipt.get('sale_id')!r}, not {sale!r}")
     seed = _field(receipt, "seed", str)
     committed = _field(receipt, "seed_sha256", str)
+    if noted is not None and noted.lower() != committed.lower():
+        found.append(f"seed_sha256: the receipt says {committed}, the hash noted before is {noted}")
     size = _field(receipt, "prequeue_size", int)
-    if size < 0:
-        raise Unreadable("the receipt's prequeue_size is negative")
+    if not 0 <= size <= MAX_PREQUEUE:
+        raise Unreadable(f"the receipt's prequeue_size {size} is out of range")
     revealed = hashlib.sha256(seed.encode()).hexdigest()
     if revealed != committed:
         found.append(f"seed: its SHA-256 is {revealed}, the committed hash is {committed}")
@@ -149,7 +161,7 @@ def run(args: argparse.Namespace) -> int:
             receipt = _object(Path(args.receipt).read_text("utf-8"))
         else:
             receipt = fetch(args.url, args.sale, args.ticket)
-        found, drawn = differences(receipt, args.sale)
+        found, drawn = differences(receipt, args.sale, args.committed)
     except (Unreadable, OSError) as exc:
         print(f"verify-draw: {exc}", file=sys.stderr)
         return EXIT_UNREADABLE
@@ -159,8 +171,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"FAILED: the draw of sale {args.sale} does not match its receipt:")
         print("\n".join(f"  {line}" for line in found))
         return EXIT_DIFFERS
+    noted = " (the one noted before the opening)" if args.committed else ""
     print(
-        f"OK: sale {args.sale}: the seed matches its commitment {receipt['seed_sha256']}; "
+        f"OK: sale {args.sale}: the seed matches its commitment {receipt['seed_sha256']}{noted}; "
         f"{len(drawn)} pre-queue tickets drawn again give order_sha256 {receipt['order_sha256']}"
         + (", and the listed order" if "order" in receipt else "")
     )
@@ -174,3 +187,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--url", default="http://127.0.0.1:8000", help="a gateway of the sale")
     parser.add_argument("--ticket", help="also check this ticket's place (its id)")
     parser.add_argument("--receipt", help="check this saved receipt (JSON) instead of fetching")
+    parser.add_argument(
+        "--committed",
+        help="the seed_sha256 the queue page showed before the opening (noted then): the receipt "
+        "must carry the same one",
+    )

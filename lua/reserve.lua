@@ -47,11 +47,13 @@ local admitted = ARGV[10]
 local token_place = ARGV[11]
 local max_attempts = tonumber(ARGV[12])
 local token_expires_at_ms = tonumber(ARGV[13])
-request_id = ARGV[14]  -- lua/_shared.lua's, read by emit
 local n_lines = (#ARGV - 14) / 2
 
 local now = now_ms(offset_ms)
+-- Other customers' holds expired on the way are not this request's doing: their `expired`
+-- events carry no request id (as the sweeper's do).
 reclaim_expired(pfx, now, reclaim_limit, retention_ms)
+request_id = ARGV[14]  -- lua/_shared.lua's, read by emit
 
 local sale = redis.call('HMGET', KEYS[1], 'status', 'starts_at_ms', 'ends_at_ms', 'hold_ttl_ms',
   'per_user_limit', 'waiting_room')

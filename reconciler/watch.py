@@ -39,7 +39,8 @@ class Watch:
         self._audit_due = 0.0
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Until `stop`; an unreachable Redis or PostgreSQL skips a round, never ends the job."""
+        """Until `stop`; an unreachable Redis or PostgreSQL skips a round, and so does anything
+        else that goes wrong (logged with its traceback): a frozen gauge would hide it."""
         try:
             while not stop.is_set():
                 try:
@@ -52,6 +53,9 @@ class Watch:
                         exc,
                         extra={"event": "watch.unavailable"},
                     )
+                except Exception:
+                    await self._close()
+                    log.exception("watch: round failed", extra={"event": "watch.failed"})
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), self.config.interval_s)
         finally:
@@ -66,10 +70,19 @@ class Watch:
             self._audit_due = time.monotonic() + self.config.audit_interval_s
 
     async def audit_all(self, conn: Connection) -> None:
-        """Every loaded sale, non-strict: events not yet flushed are not a mismatch."""
+        """Every loaded sale, non-strict: events not yet flushed are not a mismatch. An audit that
+        fails on a sale for another reason than Redis or PostgreSQL being away counts as one
+        mismatch (logged): someone has to look at that sale."""
         found: dict[str, int] = {}
         for sale_id in self.config.only_sales or await self.engine.sale_ids():
-            result = await audit(self.engine, conn, sale_id)
+            try:
+                result = await audit(self.engine, conn, sale_id)
+            except (*PG_DOWN, *REDIS_DOWN):
+                raise
+            except Exception:
+                log.exception("audit of %s failed", sale_id, extra={"event": "audit.failed"})
+                found[sale_id] = 1
+                continue
             found[sale_id] = sum(len(v) for v in result.violations.values())
             if found[sale_id]:
                 with logs.bind(sale_id=sale_id):

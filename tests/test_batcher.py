@@ -76,3 +76,24 @@ async def test_unreachable_redis_is_an_error_not_a_hang(settings: Settings, batc
         assert all(isinstance(r, EngineUnavailable) for r in results), results
     finally:
         await client.aclose()
+
+
+async def test_a_bug_in_the_batch_fails_its_calls_not_hangs_them(
+    redis_client: RedisClient, settings: Settings, sale_id: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before: only Redis-like failures settled the callers; any other exception left them
+    waiting for ever."""
+    engine = Engine(redis_client, settings)
+    await open_sale(engine, sale_config(sale_id))
+    assert engine.batcher is not None
+
+    async def broken(batch: object) -> list[object]:
+        raise ValueError("a bug")
+
+    monkeypatch.setattr(engine.batcher, "_execute", broken)
+    calls = [engine.reserve(sale_id, f"c{i}", [("A", 1)]) for i in range(20)]
+    results = await asyncio.wait_for(asyncio.gather(*calls, return_exceptions=True), 10)
+    assert all(isinstance(r, EngineUnavailable) and "a bug" in str(r) for r in results), results
+    monkeypatch.undo()
+    assert (await engine.reserve(sale_id, "after", [("A", 1)])).code is Code.OK
+    await assert_sound(engine, sale_id)

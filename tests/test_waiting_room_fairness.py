@@ -211,3 +211,11 @@ def check_tampering(receipt: dict[str, Any], sale: str, tmp_path: Path) -> None:
         run = verify_draw("--receipt", str(path), "--sale", sale)
         assert run.returncode == 1 and said in run.stdout, (said, run.stdout, run.stderr)
         assert script(changed, tmp_path).returncode == 1, said
+    # A draw made again with a new seed would come with that seed's own hash: only the hash the
+    # page showed before the opening, noted by the shopper, tells it apart.
+    path = tmp_path / "receipt.json"
+    path.write_text(json.dumps(receipt))
+    noted = receipt["seed_sha256"]
+    assert verify_draw("--receipt", str(path), "--sale", sale, "--committed", noted).returncode == 0
+    other = verify_draw("--receipt", str(path), "--sale", sale, "--committed", "ab" * 32)
+    assert other.returncode == 1 and "the hash noted before is abab" in other.stdout, other.stdout

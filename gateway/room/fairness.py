@@ -9,7 +9,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from flashsale.engine.keys import ID_PATTERN
-from flashsale.engine.shuffle import order_sha256, prequeue_ticket_order
+from flashsale.engine.shuffle import prequeue_order_sha256, prequeue_ticket_order
 from flashsale.engine.waiting_room import RoomState
 from flashsale.gateway.problems import Problem, invalid
 from flashsale.gateway.responses import json_response
@@ -53,10 +53,15 @@ def not_revealed(state: RoomState) -> Problem:
     )
 
 
-async def _order(state: RoomState) -> tuple[int, ...]:
+async def _order(state: RoomState) -> tuple[tuple[int, ...], str]:
+    """The draw and its hash, both cached per (seed, size) after the first request."""
     if state.prequeue > SHUFFLE_IN_THREAD:
-        return await asyncio.to_thread(prequeue_ticket_order, state.seed, state.prequeue)
-    return prequeue_ticket_order(state.seed, state.prequeue)
+        order = await asyncio.to_thread(prequeue_ticket_order, state.seed, state.prequeue)
+        digest = await asyncio.to_thread(prequeue_order_sha256, state.seed, state.prequeue)
+        return order, digest
+    return prequeue_ticket_order(state.seed, state.prequeue), prequeue_order_sha256(
+        state.seed, state.prequeue
+    )
 
 
 def _place(service: QueueService, state: RoomState, ticket: str) -> dict[str, Any]:
@@ -81,17 +86,18 @@ async def fairness(request: Request) -> Response:
     if not ID_PATTERN.fullmatch(sale_id):
         raise invalid("sale must be 1-64 characters of A-Z a-z 0-9 _ -")
     ticket, with_order = _query(request)
+    request.app.state.gateway.limits.take_status(request.scope)  # the status poll's bucket
     state = await service.room_state(sale_id, 0)
     if not state.opened:
         raise not_revealed(state)
-    order = await _order(state)
+    order, digest = await _order(state)
     doc: dict[str, Any] = {
         "sale_id": sale_id,
         "opened_at": iso(state.opened_at_ms),
         "seed_sha256": state.seed_sha256,
         "seed": state.seed,
         "prequeue_size": state.prequeue,
-        "order_sha256": order_sha256(order),
+        "order_sha256": digest,
         "order_hash": ORDER_HASH,
         "shuffle": SHUFFLE,
         "verify": VERIFY,

@@ -11,7 +11,7 @@ import uvicorn
 from starlette.applications import Starlette
 from starlette.types import ASGIApp
 
-from flashsale.loadtests.simulators.common import AUTH_ENV, RequireAuth
+from flashsale.loadtests.simulators.common import AUTH_ENV, SECRET_ENV, RequireAuth
 from flashsale.loadtests.simulators.payment import PaymentConfig, PaymentSim
 from flashsale.loadtests.simulators.suppliers import SupplierSim
 from flashsale.loadtests.simulators.webhooks import WebhookSim
@@ -23,7 +23,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--decline-share", type=float, default=0.0)
     parser.add_argument("--default-stock", type=int, default=1000)
-    parser.add_argument("--secret", default="dev-webhook-secret")
+    parser.add_argument(
+        "--secret",
+        default=os.environ.get(SECRET_ENV, "dev-webhook-secret"),
+        help=f"the webhook signing key (default: ${SECRET_ENV}, as `flashsale sim up` passes it)",
+    )
     parser.add_argument("--state", default="webhooks.jsonl")
     args = parser.parse_args(argv)
     uvicorn.run(

@@ -20,6 +20,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 Handler = Callable[[Request], Awaitable[Response]]
 AUTH_ENV = "SIM_AUTH"  # the Authorization header a payment or supplier simulator wants
+SECRET_ENV = "SIM_WEBHOOK_SECRET"  # the key the webhook receiver checks signatures with
 
 
 def reply(status: int, body: dict[str, Any]) -> Response:

@@ -16,7 +16,7 @@ import urllib.request
 from pathlib import Path
 
 from flashsale.engine.settings import Settings
-from flashsale.loadtests.simulators.common import AUTH_ENV
+from flashsale.loadtests.simulators.common import AUTH_ENV, SECRET_ENV
 
 PARTIES = ("payment", "suppliers", "webhooks")
 
@@ -49,11 +49,13 @@ def start(
     module = "flashsale.loadtests.simulators"  # its __main__ runs one party
     argv = [sys.executable, "-m", module, party, "--port", str(port)]
     if party == "webhooks":
-        argv += ["--secret", settings.webhook_secret, "--state", str(here / "webhooks.jsonl")]
+        argv += ["--state", str(here / "webhooks.jsonl")]
     argv += list(extra)
-    # The credentials the parties want, as the adapters send them (never on a command line).
+    # The credentials the parties want, as the adapters send them, and the webhook signing key:
+    # never on a command line (`ps` shows it; and a generated key may begin with "-", which
+    # argparse took for an option, so the demo's receiver once failed to start).
     auth = {"payment": settings.payment_auth, "suppliers": settings.supplier_auth}.get(party, "")
-    env = {**os.environ, AUTH_ENV: auth}
+    env = {**os.environ, AUTH_ENV: auth, SECRET_ENV: settings.webhook_secret}
     with open(here / f"{party}.log", "ab") as out:
         proc = subprocess.Popen(
             argv, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
