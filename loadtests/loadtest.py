@@ -22,6 +22,8 @@ from flashsale.loadtests.options import LoadOptions, from_args
 from flashsale.loadtests.outcomes import Outcomes
 from flashsale.loadtests.report import Lag, Report, last_history_row, read_server_side, read_stats
 from flashsale.loadtests.sale_api import Doc, GatewayError, SaleApi
+from flashsale.loadtests.waits import read_waits
+from flashsale.reconciler.cli import engine_for
 
 LOCUSTFILE = Path(__file__).with_name("locustfile.py")
 STOP_TIMEOUT_S = 15  # Locust lets users finish the journey step they are in when time is up
@@ -202,9 +204,10 @@ async def _report(
     room = await asyncio.to_thread(api.room)
     server = await read_server_side(settings, options.sale)
     outcomes = Outcomes.read(options.out / "outcomes.json")
-    report = Report(
-        options, read_stats(options.out / "locust_stats.csv"), outcomes, view, room, server, lag
-    )
+    async with engine_for(settings) as engine:
+        waits = await read_waits(engine, options.sale, outcomes)
+    stats = read_stats(options.out / "locust_stats.csv")
+    report = Report(options, stats, outcomes, view, room, server, lag, waits)
     if outcomes.counts["cut"]:
         report.notes.append(
             f"{outcomes.counts['cut']} shopper journeys were cut off mid-request "

@@ -58,6 +58,7 @@ OPTIONS = (
     Option("confirm_share", float, 0.8, "share of holds shoppers pay for"),
     Option("release_share", float, 0.1, "share of holds given back (the rest are left to expire)"),
     Option("patience_s", float, 60.0, "how long a shopper stays in line, waiting or told sold out"),
+    Option("leave_share", float, 0.0, "share of waiting shoppers who leave at a random moment"),
     Option("processes", int, 1, "Locust processes (master+workers)", LOADTEST),
     Option("progress_s", float, 5.0, "progress line period", LOADTEST),
     Option("settle_s", float, None, "wait for open holds to expire (default TTL + 5)", LOADTEST),
@@ -104,6 +105,7 @@ class LoadOptions:
     confirm_share: float = DEFAULT["confirm_share"]
     release_share: float = DEFAULT["release_share"]
     patience_s: float = DEFAULT["patience_s"]
+    leave_share: float = DEFAULT["leave_share"]
     processes: int = DEFAULT["processes"]
     progress_s: float = DEFAULT["progress_s"]
     settle_s: float | None = DEFAULT["settle_s"]  # None: hold TTL + 5 s
@@ -123,6 +125,8 @@ class LoadOptions:
         shares = (self.confirm_share, self.release_share)
         if min(shares) < 0 or sum(shares) > 1:
             raise ValueError("--confirm-share and --release-share must be >= 0, sum <= 1")
+        if not 0 <= self.leave_share <= 1:
+            raise ValueError("--leave-share must be between 0 and 1")
         if self.patience_s <= 0 or self.progress_s <= 0 or self.drain_timeout_s <= 0:
             raise ValueError("--patience-s, --progress-s, --drain-timeout-s must be > 0")
         if self.processes < 1 or (self.settle_s is not None and self.settle_s < 0):

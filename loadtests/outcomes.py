@@ -13,7 +13,7 @@ Lines = dict[str, int]  # sku -> units
 
 # The counters, by name (docs/load-testing.md explains them).
 JOURNEY = ("journeys", "joined", "no_waiting_room", "admitted", "sold_out_seen", "ticket_expired")
-LEFT = ("gave_up", "sale_not_open", "cut")
+LEFT = ("gave_up", "left_waiting", "sale_not_open", "cut")
 CHECKOUT = ("holds", "replays", "refused_sold_out", "refused_limit", "rate_limited")
 AFTER = ("confirmed", "confirm_late", "released", "release_late", "abandoned")
 BOT = ("bot_checkouts", "bot_holds")
@@ -31,6 +31,9 @@ class Outcomes:
     left: list[str] = field(default_factory=list)  # abandoned, or confirmed too late: to expire
     bot_holds: list[str] = field(default_factory=list)
     bot_refusals: Counter[str] = field(default_factory=Counter)  # "401 TOKEN_INVALID" -> n
+    # A waiter's first estimate read from the 2nd poll on: [ticket, given_at_ms, p50_s, p90_s].
+    estimates: list[list[Any]] = field(default_factory=list)
+    leavers: list[list[Any]] = field(default_factory=list)  # [ticket, left_at_ms] (--leave-share)
 
     def count(self, name: str, n: int = 1) -> None:
         self.counts[name] += n
@@ -43,6 +46,8 @@ class Outcomes:
             "left": self.left,
             "bot_holds": self.bot_holds,
             "bot_refusals": dict(self.bot_refusals),
+            "estimates": self.estimates,
+            "leavers": self.leavers,
         }
 
     def take(self) -> dict[str, Any]:
@@ -50,6 +55,7 @@ class Outcomes:
         doc = self.to_json()
         self.counts, self.confirmed, self.released = Counter(), {}, []
         self.left, self.bot_holds, self.bot_refusals = [], [], Counter()
+        self.estimates, self.leavers = [], []
         return doc
 
     def add(self, doc: dict[str, Any]) -> None:
@@ -60,6 +66,8 @@ class Outcomes:
         self.left += doc.get("left", [])
         self.bot_holds += doc.get("bot_holds", [])
         self.bot_refusals.update(doc.get("bot_refusals", {}))
+        self.estimates += doc.get("estimates", [])
+        self.leavers += doc.get("leavers", [])
 
     def units_confirmed(self, undone: AbstractSet[str] = frozenset()) -> Counter[str]:
         """Units of the confirmations clients were told of, but the `undone` holds (the saga

@@ -14,6 +14,7 @@ import asyncpg  # type: ignore[import-untyped,unused-ignore]  # asyncpg ships no
 from flashsale.engine import Settings
 from flashsale.loadtests.options import LoadOptions
 from flashsale.loadtests.outcomes import Outcomes
+from flashsale.loadtests.waits import Waits
 from flashsale.reconciler.audit import Audit, audit, render
 from flashsale.reconciler.cli import engine_for
 
@@ -127,6 +128,7 @@ class Report:
     room: Doc | None
     server: ServerSide
     lag: Lag
+    waits: Waits | None = None  # the waiters' estimates and ghosts (loadtests/waits.py)
     notes: list[str] = field(default_factory=list)
 
     def stock_by_sku(self) -> dict[str, int]:
@@ -190,6 +192,7 @@ class Report:
             self._stock(),
             self._clients(),
             self._room_and_reconciler(),
+            *self._waits(),
             f"audit (flashsale audit --sale {self.options.sale}):\n"
             + render(self.server.audit, self.options.sale, self.server.now_ms),
         )
@@ -249,7 +252,8 @@ class Report:
             f"shoppers: {c['journeys']} journeys, {c['joined']} joined the line, "
             f"{c['admitted']} admitted, {c['sold_out_seen']} told sold out, "
             f"{c['ticket_expired']} tickets expired, {c['gave_up']} left the line "
-            f"(patience or end of run), {c['errors']} broken, {c['cut']} cut off\n"
+            f"(patience or end of run), {c['left_waiting']} left on purpose (--leave-share "
+            f"{self.options.leave_share:g}), {c['errors']} broken, {c['cut']} cut off\n"
             f"holds: {c['holds']} placed ({c['replays']} idempotent replays): "
             f"{c['confirmed']} confirmed ({told} units), {c['released']} released, "
             f"{c['abandoned']} abandoned, {c['confirm_late']} paid too late; "
@@ -282,3 +286,12 @@ class Report:
             f"({lag.open_holds} still open), stream "
             + (f"drained {lag.drain_s:.1f} s later" if lag.drained else "NOT drained")
         )
+
+    def _waits(self) -> tuple[str, ...]:
+        """The estimates and, with --leave-share, the ghosts; nothing without a waiting room."""
+        if self.waits is None:
+            return ()
+        ghosts = self.waits.ghosts
+        if not self.options.leave_share and not ghosts.left:
+            return (self.waits.estimates.line(),)
+        return (self.waits.estimates.line() + "\n" + ghosts.line(),)

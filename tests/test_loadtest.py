@@ -5,15 +5,18 @@ compared with what Redis and PostgreSQL hold."""
 from __future__ import annotations
 
 import asyncio
+import re
 import subprocess
 import sys
 import uuid
+from datetime import datetime
 from pathlib import Path
 
 import asyncpg  # type: ignore[import-untyped,unused-ignore]  # asyncpg ships no type hints
 import pytest
 
-from flashsale.engine import Engine, Settings
+from flashsale.engine import Engine, Settings, keys
+from flashsale.engine.waiting_room import WaitingRoom
 from flashsale.loadtests.gateway_process import free_port, gateway
 from flashsale.loadtests.outcomes import Outcomes
 from flashsale.loadtests.report import read_stats
@@ -161,3 +164,68 @@ def test_the_locustfile_refuses_a_run_without_a_sale() -> None:
         check=False,
     )
     assert run.returncode != 0 and "--sale (LOCUST_SALE) must be a sale id" in run.stderr
+
+
+def figure(pattern: str, report: str) -> list[float]:
+    found = re.search(pattern, report)
+    assert found, (pattern, report)
+    return [float(g) for g in found.groups()]
+
+
+async def test_the_report_measures_wait_estimates_and_the_slots_ghosts_took(
+    env: dict[str, str], settings: Settings, live_engine: Engine, tmp_path: Path
+) -> None:
+    """A line that builds (5 admissions/s, stock to spare), 30 % of waiters leaving at a random
+    moment: the report's ghost slots are exactly the leavers' places Redis recorded admitted,
+    each held for its whole unused session (token_ttl_s)."""
+    sale = f"lw-{uuid.uuid4().hex[:10]}"
+    with gateway(env, workers=2) as gw:
+        api = SaleApi(gw.url, sale, settings.admin_key)
+        body = flash_sale(
+            {"A": [("p", 5000)]}, hold_ttl_s=4, per_user_limit=3, admit_rate_per_s=5,
+            max_active=40, token_ttl_s=10,
+        )  # fmt: skip
+        api.create(body)
+        reconciler = Process(env, "reconcile", "--sale", sale, "--progress-s", "0")
+        try:
+            await reconciler.wait_for("connected to PostgreSQL")
+            args = ["--url", gw.url, "--sale", sale, "--out", str(tmp_path), "--users", "60"]
+            args += ["--spawn-rate", "30", "--duration-s", "20", "--leave-share", "0.3"]
+            args += ["--bot-weight", "0", "--admin-weight", "0"]
+            run = await asyncio.to_thread(cli, env, "loadtest", *args, timeout_s=180)
+            assert reconciler.stop() == 0
+        finally:
+            if reconciler.popen.poll() is None:
+                reconciler.popen.kill()
+            api.close()
+    report = run.stdout + run.stderr
+    assert run.returncode == 0 and "result: OK" in report, report
+
+    measured, med, p90, by_p50, by_p90 = figure(
+        r"wait estimates: (\d+) waiters measured .* median ([\d.]+)%, p90 ([\d.]+)%; "
+        r"admitted by eta_p50 ([\d.]+)%, by eta_p90 ([\d.]+)%",
+        report,
+    )
+    assert measured > 0 and 0 <= med <= p90 and 0 <= by_p50 <= by_p90 <= 100
+
+    left, slots, share, admissions, skipped = figure(
+        r"ghosts: (\d+) shoppers left while waiting; (\d+) admission slots went to them "
+        r"\(([\d.]+)% of (\d+) admissions\), (\d+) were skipped",
+        report,
+    )
+    told = Outcomes.read(tmp_path / "outcomes.json")
+    assert left == len(told.leavers) == told.counts["left_waiting"] > 0
+    # The room goes on admitting those still in line after the run: judge it as the report read it.
+    found = re.search(r"the room as read at (\S+)\)", report)
+    assert found, report
+    read_at_ms = round(datetime.fromisoformat(found[1]).timestamp() * 1000)
+    records = await live_engine.client.hgetall(keys.room_admitted(sale))  # decoded: str
+    admitted = {int(place): int(str(value).split(":")[0]) for place, value in records.items()}
+    assert admissions == sum(1 for at in admitted.values() if at <= read_at_ms) > 0
+    state = await WaitingRoom(live_engine).queue_state(sale)
+    assert state is not None
+    places = [state.place_of(int(t.split("-")[0])) for t, _ in told.leavers]
+    assert slots == sum(1 for p in places if admitted.get(p or 0, read_at_ms + 1) <= read_at_ms)
+    assert slots > 0 and slots + skipped <= left and 0 < share < 100
+    assert f"({slots / admissions:.1%} of {admissions:.0f} admissions)" in report
+    assert "came back when its session ended unused, median 10.0 s (max 10.0 s)" in report

@@ -38,6 +38,8 @@ def option_errors(options: argparse.Namespace) -> list[str]:
     shares = (options.confirm_share, options.release_share)
     if min(shares) < 0 or sum(shares) > 1:
         errors.append("--confirm-share and --release-share must be >= 0 and sum to at most 1")
+    if not 0 <= options.leave_share <= 1:
+        errors.append("--leave-share must be between 0 and 1")
     if options.patience_s <= 0 or options.bot_addresses < 1:
         errors.append("--patience-s must be > 0 and --bot-addresses >= 1")
     return errors
@@ -54,6 +56,7 @@ class Plan:
     confirm_share: float
     release_share: float
     patience_s: float
+    leave_share: float  # of waiting shoppers, who stop polling and leave at a random moment
     bot_addresses: int
 
     @classmethod
@@ -69,5 +72,6 @@ class Plan:
             options.confirm_share,
             options.release_share,
             options.patience_s,
+            options.leave_share,
             options.bot_addresses,
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 import time
 import uuid
@@ -124,9 +125,10 @@ class Shopper(FastHttpUser):
         return None
 
     def _wait_turn(self, doc: dict[str, Any]) -> str | None:
-        """Polls the ticket at the interval each answer advises until admitted (the token)."""
+        """Polls the ticket at the interval each answer advises until admitted (the token), or
+        leaves: out of patience, or on purpose at its moment (--leave-share), silently."""
         ticket, leave_at = doc["ticket"], time.monotonic() + self.plan.patience_s
-        seen_sold_out = False
+        walk_out_at, seen_sold_out, in_line = self._walk_out_at(doc), False, 0
         while True:
             status = doc["status"]
             if status == "admitted":
@@ -142,7 +144,13 @@ class Shopper(FastHttpUser):
             if self._stopping() or time.monotonic() >= leave_at:
                 OUTCOMES.count("gave_up")
                 return None
-            time.sleep(doc["poll_after_ms"] / 1000)
+            pause_s = doc["poll_after_ms"] / 1000
+            if time.monotonic() + pause_s >= walk_out_at:
+                time.sleep(max(0.0, walk_out_at - time.monotonic()))
+                OUTCOMES.count("left_waiting")
+                OUTCOMES.leavers.append([ticket, int(time.time() * 1000)])
+                return None
+            time.sleep(pause_s)
             with self.client.get(
                 f"{self.prefix}/queue/{ticket}", name=STATUS, catch_response=True
             ) as reply:
@@ -151,6 +159,21 @@ class Shopper(FastHttpUser):
                     OUTCOMES.count("errors")
                     return None
                 doc = reply.json()
+            if doc["status"] == "waiting" and not doc.get("prequeue"):
+                in_line += 1
+                if in_line == 2:  # the answer does not say whether the pace is measured yet
+                    given_at_ms = int(time.time() * 1000)
+                    OUTCOMES.estimates.append(
+                        [ticket, given_at_ms, doc["eta_p50_s"], doc["eta_p90_s"]]
+                    )
+
+    def _walk_out_at(self, doc: dict[str, Any]) -> float:
+        """When this shopper leaves the line on purpose: never (inf) but for --leave-share of
+        them, then at a random moment within the wait the join answer led it to expect."""
+        if random.random() >= self.plan.leave_share:
+            return math.inf
+        expect_s = min(float(doc.get("eta_p90_s") or 0), self.plan.patience_s)
+        return time.monotonic() + random.uniform(0, max(expect_s, 1.0))
 
     def _cart(self, units: int) -> list[dict[str, Any]]:
         picked = Counter(random.choice(self.skus) for _ in range(units))
