@@ -94,11 +94,13 @@ async def metrics(request: Request) -> Response:
     admin = callers.is_admin(state, request.scope)
     exact = state.settings.public_stock == "exact" or admin
     samples: list[Sample] = []
+    redis_up = True
     # Redis's memory (an INFO to every master, node addresses in the labels) for the admin's
     # scraper only: an anonymous scrape must not cost Redis a round trip per node.
     if admin:
         samples += await _redis_samples(state)
-    if exact and (not samples or samples[0][2]):
+        redis_up = bool(samples[0][2])
+    if exact and redis_up:
         # Redis may go away between the two reads; the next scrape says so.
         with contextlib.suppress(EngineUnavailable):
             samples += await _stock_samples(state)

@@ -229,7 +229,9 @@ class QueueService:
                 "flashsale_queue_abandoned_total": state.skipped,
                 "flashsale_queue_units_left": state.units_left,
                 "flashsale_queue_admit_rate_per_second": window.admit_rate() if window else 0.0,
-                "flashsale_queue_eta_p50_seconds": state.waiting / self.views.pace(state)[0],
+                "flashsale_queue_eta_p50_seconds": eta_s(
+                    state.waiting, self.views.pace(state), self.views.age_s(sale_id)
+                )[0],
                 "flashsale_queue_eta_error_mean_seconds": errors.mean_s if errors else 0.0,
                 "flashsale_queue_eta_error_samples": errors.count if errors else 0,
                 "flashsale_queue_leader": int(sale_id in self.loops.leading),
