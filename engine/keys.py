@@ -73,7 +73,7 @@ def room_who(sale_id: str) -> str:
 
 
 def room_seen(sale_id: str) -> str:
-    """Hash place -> last heartbeat (server ms)."""
+    """Hash place -> server ms by which a waiting place must be heard from again (a ghost after)."""
     return room_prefix(sale_id) + "seen"
 
 
@@ -83,8 +83,24 @@ def room_active(sale_id: str) -> str:
 
 
 def room_admitted(sale_id: str) -> str:
-    """Hash place -> 'admitted_at_ms:session_end_ms' for every admission ever made."""
+    """Hash place -> 'admitted_at_ms:session_end_ms' (':r' appended when let in again after it
+    came back) for every admission that stands (not taken back)."""
     return room_prefix(sale_id) + "admitted"
+
+
+def room_unclaimed(sale_id: str) -> str:
+    """Zset place -> server ms by which its admission must be picked up (a status read)."""
+    return room_prefix(sale_id) + "unclaimed"
+
+
+def room_back(sale_id: str) -> str:
+    """Zset place -> ms it came back: passed places without an admission that polled again."""
+    return room_prefix(sale_id) + "back"
+
+
+def room_released(sale_id: str) -> str:
+    """Hash place -> 'admitted_at_ms:released_at_ms': admissions taken back, never picked up."""
+    return room_prefix(sale_id) + "released"
 
 
 def room_lease(sale_id: str) -> str:
@@ -102,6 +118,9 @@ def room_keys(sale_id: str) -> list[str]:
         room_seen(sale_id),
         room_active(sale_id),
         room_admitted(sale_id),
+        room_unclaimed(sale_id),
+        room_back(sale_id),
+        room_released(sale_id),
     ]
 
 

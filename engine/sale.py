@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from flashsale.engine.errors import InvalidInput
-from flashsale.engine.validation import check_id, check_int
+from flashsale.engine.validation import check_id, check_int, check_name, check_return_url
 
 MAX_UNITS = 10**12
 MAX_MS = 2**52
@@ -24,7 +24,7 @@ class ItemConfig:
     sku: str
     price_minor: int
     suppliers: tuple[SupplierStockConfig, ...]
-    name: str = ""  # shown to shoppers instead of the sku; the engine never reads it
+    name: str = ""  # shown to shoppers instead of the sku; checked, never loaded into Redis
 
     def by_priority(self) -> list[SupplierStockConfig]:
         """Lowest priority number first; equal numbers keep the order they were given in."""
@@ -64,6 +64,8 @@ class SaleConfig:
     @staticmethod
     def _validate_item(i: int, item: ItemConfig) -> None:
         check_int(f"items[{i}].price_minor", item.price_minor, 0, MAX_UNITS)
+        if item.name:
+            check_name(f"items[{i}].name", item.name)
         if not 1 <= len(item.suppliers) <= 50:
             raise InvalidInput(f"items[{i}].suppliers", "must hold 1 to 50 suppliers")
         ids = [
@@ -126,6 +128,13 @@ class SaleRecord:
     items: tuple[ItemConfig, ...]
     waiting_room: WaitingRoomConfig = WaitingRoomConfig()
     rate_limit: RateLimitConfig = RateLimitConfig()
+    return_url: str = ""  # the shop's checkout for a hold, with {hold_id}; "" = none
+
+    def validate(self) -> None:
+        """What Redis gets, and what only the record keeps for shoppers."""
+        self.to_config(1).validate()
+        if self.return_url:
+            check_return_url("return_url", self.return_url)
 
     def to_config(self, version: int) -> SaleConfig:
         return SaleConfig(

@@ -25,6 +25,7 @@ SCRIPT_NAMES = (
     "queue_beat",
     "queue_ticket",
     "rate_limit",
+    "queue_claim",
     "restore_stock",
     "restore_holds",
 )
@@ -61,6 +62,7 @@ class Scripts:
     queue_ticket: AsyncScript
     rate_limit: AsyncScript
     restore_stock: AsyncScript
+    queue_claim: AsyncScript
     restore_holds: AsyncScript
 
     @classmethod

@@ -57,12 +57,16 @@ class Settings:
     token_kid: str = "k1"
     token_previous_secrets: str = ""
     token_max_attempts: int = 5  # checkout attempts per admission token
-    queue_ghost_after_ms: int = 60_000  # a waiter silent this long is skipped
+    # A waiter is skipped as a ghost once it missed 2 of the polls it was told to make (plus a
+    # heartbeat flush), and was silent at least queue_ghost_after_ms.
+    queue_ghost_after_ms: int = 1_500
     queue_poll_ms: int = 2_000  # how often the page polls (advice sent to clients)
+    queue_poll_front_ms: int = 500  # the advice to waiters whose turn is a few seconds away
+    queue_claim_ms: int = 3_000  # an admission not picked up this long is taken back; 0 = never
     queue_tick_ms: int = 100  # admission loop period while people wait
     queue_lease_ms: int = 3_000  # admission-loop leader lease in Redis
     queue_cache_ms: int = 250  # per-worker cache of a room's state (status route)
-    queue_beat_flush_ms: int = 1_000  # per-worker heartbeat batching
+    queue_beat_flush_ms: int = 500  # per-worker heartbeat batching (ghosts found this much later)
     queue_loop: bool = True  # run admission loops in this gateway
     # Rate limits (token buckets in Redis) of the join and checkout routes, used when a sale's
     # rate_limit leaves a value out; 0 turns a limit off.

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from flashsale.engine import keys
 from flashsale.engine.connection import redis_errors
 from flashsale.engine.results import Code
+from flashsale.engine.settings import Settings
 from flashsale.engine.shuffle import new_seed, prequeue_places
 from flashsale.engine.validation import check_id, check_int
 
@@ -17,6 +18,14 @@ if TYPE_CHECKING:
 
 SCAN_PER_TICK = 5000
 BEAT_BATCH = 2000
+GHOST_POLLS = 2  # a place is a ghost once it has missed this many of the polls it was told to make
+
+
+def silence_allowed_ms(settings: Settings, poll_ms: int) -> int:
+    """How long a place told to poll every `poll_ms` may stay silent before it is skipped as a
+    ghost: GHOST_POLLS missed polls and one heartbeat flush, at least queue_ghost_after_ms."""
+    missed_ms = GHOST_POLLS * poll_ms + settings.queue_beat_flush_ms
+    return max(missed_ms, settings.queue_ghost_after_ms)
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,9 +48,19 @@ class RoomConfig:
     admit_rate_per_s: int
     max_active: int
     session_ms: int
-    ghost_after_ms: int
+    ghost_after_ms: int  # silence allowed to a place not heard from since the opening
     lease_ms: int = 3000
     max_scan: int = SCAN_PER_TICK
+    claim_ms: int = 0  # least time an admission waits to be picked up; 0: never taken back
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Beat:
+    """A waiting place was heard from: it may now stay silent `silence_ms` before it is a ghost,
+    and was told to poll again in `poll_ms`."""
+
+    silence_ms: int
+    poll_ms: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,7 +77,9 @@ class TickResult:
     serving: int = 0
     skipped: int = 0
     seq: int = 0  # tickets issued so far
-    admitted: tuple[int, ...] = ()  # places admitted by this tick, in order
+    admitted: tuple[int, ...] = ()  # places admitted by this tick: those back first, then in order
+    released: int = 0  # admissions taken back by this tick (never picked up)
+    readmitted: int = 0  # how many of `admitted` came back after a skip or a take-back
     detail: str = ""
 
 
@@ -83,6 +104,14 @@ class RoomState:
     admitted: int
     skipped: int
     rate_per_s: int  # the admission loop's setting (0 before its first tick)
+    released: int = 0  # admissions taken back, never picked up
+    returned: int = 0  # passed places let in after they came back
+    coming_back: int = 0  # passed places back in line now, to be let in first
+
+    @property
+    def abandoned(self) -> int:
+        """Passed places holding no admission now: skipped or taken back, and not let in since."""
+        return self.serving - (self.admitted - self.released)
 
     @property
     def waiting(self) -> int:
@@ -124,12 +153,32 @@ class RoomState:
 class Admission:
     admitted_at_ms: int
     session_end_ms: int
+    returned: bool = False  # let in after the place came back (not at its turn)
+
+
+@dataclass(frozen=True, slots=True)
+class Release:
+    """An admission taken back because nobody picked it up."""
+
+    admitted_at_ms: int
+    released_at_ms: int
 
 
 @dataclass(frozen=True, slots=True)
 class TicketRecord:
     customer_id: str
-    admission: Admission | None  # None: skipped as a ghost, or not reached yet
+    admission: Admission | None  # None: skipped as a ghost, taken back, or not reached yet
+    release: Release | None = None  # the last admission of the place taken back, if any
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """What a status read of a passed place found (lua/queue_claim.lua)."""
+
+    customer_id: str
+    outcome: str  # 'ADMITTED' | 'BACK' | 'PASSED' | 'WAITING'
+    admission: Admission | None = None  # ADMITTED: picked up now (or before)
+    ahead: int = 0  # BACK: places that came back before it and wait to be let in
 
 
 class WaitingRoom:
@@ -158,6 +207,7 @@ class WaitingRoom:
                 seed,
                 digest,
                 self.engine.settings.room_retention_s * 1000,
+                silence_allowed_ms(self.engine.settings, self.engine.settings.queue_poll_ms),
             ],
         )
         code = Code(reply[0])
@@ -180,6 +230,9 @@ class WaitingRoom:
                 keys.room_lease(sale_id),
                 keys.room_tickets(sale_id),
                 keys.room_who(sale_id),
+                keys.room_unclaimed(sale_id),
+                keys.room_back(sale_id),
+                keys.room_released(sale_id),
             ],
             [
                 keys.prefix(sale_id),
@@ -194,12 +247,14 @@ class WaitingRoom:
                 seed,
                 digest,
                 self.engine.settings.room_retention_s * 1000,
+                config.claim_ms,
             ],
         )
         code = Code(reply[0])
         if code is Code.OK:
-            places = tuple(map(int, reply[4:]))
-            return TickResult(code, int(reply[1]), int(reply[2]), int(reply[3]), places)
+            serving, skipped, seq, released, readmitted = map(int, reply[1:6])
+            places = tuple(map(int, reply[6:]))
+            return TickResult(code, serving, skipped, seq, places, released, readmitted)
         return TickResult(code, detail=str(reply[1]) if len(reply) > 1 else "")
 
     async def queue_state(self, sale_id: str) -> RoomState | None:
@@ -212,39 +267,72 @@ class WaitingRoom:
                 keys.skus(sale_id),
                 keys.room(sale_id),
                 keys.room_active(sale_id),
+                keys.room_back(sale_id),
             ],
             [keys.prefix(sale_id), self.engine.offset_ms],
         )
         return _room_state(sale_id, reply) if reply else None
 
-    async def queue_beat(self, sale_id: str, places: Sequence[int]) -> int:
-        """Records heartbeats in batches of BEAT_BATCH places; returns how many were recorded."""
+    async def queue_beat(self, sale_id: str, beats: Mapping[int, Beat]) -> int:
+        """Records heartbeats, place -> Beat, in batches of BEAT_BATCH places; returns how many
+        were recorded."""
         check_id("sale_id", sale_id)
         recorded = 0
-        ordered = list(places)
-        for start in range(0, len(ordered), BEAT_BATCH):
+        triples = [_beat_args(place, beat) for place, beat in beats.items()]
+        for start in range(0, len(triples), BEAT_BATCH):
+            args = [x for triple in triples[start : start + BEAT_BATCH] for x in triple]
             recorded += int(
                 await self.engine.call(
                     self.scripts.queue_beat,
                     [keys.room(sale_id), keys.room_seen(sale_id)],
-                    [self.engine.offset_ms, *ordered[start : start + BEAT_BATCH]],
+                    [self.engine.offset_ms, *args],
                 )
             )
         return recorded
 
     async def queue_ticket(self, sale_id: str, ticket: int, place: int) -> TicketRecord | None:
-        """None for a ticket number the room never issued."""
+        """None for a ticket number the room never issued (read only)."""
         check_id("sale_id", sale_id)
         check_int("ticket", ticket, 1, 2**52)
         check_int("place", place, 1, 2**52)
-        customer, admission = await self.engine.call(
+        customer, admission, release = await self.engine.call(
             self.scripts.queue_ticket,
-            [keys.room_who(sale_id), keys.room_admitted(sale_id)],
+            [keys.room_who(sale_id), keys.room_admitted(sale_id), keys.room_released(sale_id)],
             [ticket, place],
         )
         if not customer:
             return None
-        return TicketRecord(customer, _admission(admission) if admission else None)
+        return TicketRecord(
+            customer,
+            _admission(admission) if admission else None,
+            _release(release) if release else None,
+        )
+
+    async def queue_claim(
+        self, sale_id: str, ticket: int, place: int, *, may_return: bool = True
+    ) -> Claim | None:
+        """A status read of a passed place: picks up its admission, or brings it back in line
+        (unless `may_return` is false). None for a ticket number the room never issued."""
+        check_id("sale_id", sale_id)
+        check_int("ticket", ticket, 1, 2**52)
+        check_int("place", place, 1, 2**52)
+        reply = await self.engine.call(
+            self.scripts.queue_claim,
+            [
+                keys.room(sale_id),
+                keys.room_who(sale_id),
+                keys.room_admitted(sale_id),
+                keys.room_unclaimed(sale_id),
+                keys.room_back(sale_id),
+            ],
+            [ticket, place, self.engine.offset_ms, int(may_return)],
+        )
+        if not reply[0]:
+            return None
+        customer, outcome = str(reply[0]), str(reply[1])
+        if outcome == "ADMITTED":
+            return Claim(customer, outcome, _admission(str(reply[2])))
+        return Claim(customer, outcome, ahead=int(reply[2]) if outcome == "BACK" else 0)
 
     async def forget_room(self, sale_id: str) -> int:
         """Deletes every key of the sale's room; returns how many (tests, benchmarks)."""
@@ -255,9 +343,20 @@ class WaitingRoom:
             return int(await client.delete(*found)) if found else 0
 
 
+def _beat_args(place: int, beat: Beat) -> tuple[int, int, int]:
+    check_int("place", place, 1, 2**52)
+    check_int("silence_ms", beat.silence_ms, 0, 2**40)
+    return place, beat.silence_ms, check_int("poll_ms", beat.poll_ms, 0, 2**40)
+
+
 def _admission(raw: str) -> Admission:
-    at, end = raw.split(":")
-    return Admission(int(at), int(end))
+    at, end, *mark = raw.split(":")
+    return Admission(int(at), int(end), mark == ["r"])
+
+
+def _release(raw: str) -> Release:
+    at, released = raw.split(":")
+    return Release(int(at), int(released))
 
 
 def _room_state(sale_id: str, r: list[Any]) -> RoomState:
@@ -279,4 +378,7 @@ def _room_state(sale_id: str, r: list[Any]) -> RoomState:
         admitted=int(r[13]),
         skipped=int(r[14]),
         rate_per_s=int(r[15]),
+        released=int(r[16]),
+        returned=int(r[17]),
+        coming_back=int(r[18]),
     )

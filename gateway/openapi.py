@@ -98,6 +98,13 @@ SALE = _obj(
             }
         ),
         "items": {"type": "array", "items": ITEM, "minItems": 1, "maxItems": 1000},
+        "return_url": {
+            "type": ["string", "null"],
+            "format": "uri-template",
+            "maxLength": 2048,
+            "description": "the shop's checkout for a hold: https (http for loopback only), "
+            "{hold_id} exactly once",
+        },
     },
     ["name", "starts_at", "ends_at", "hold_ttl_s", "per_user_limit", "items"],
 )

@@ -1,4 +1,5 @@
-"""The public view of a sale: status, times and a soft availability level per sku."""
+"""The public view of a sale: names, status, times, a soft availability level per sku, and where
+the queue page sends a shopper after reserving."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from starlette.responses import Response
 
 from flashsale.engine.errors import EngineUnavailable, InvalidInput
 from flashsale.engine.results import SkuStock
+from flashsale.engine.sale import SaleRecord
 from flashsale.gateway.problems import Problem, invalid, unavailable
 from flashsale.gateway.responses import json_response
 from flashsale.gateway.schemas import iso
@@ -26,16 +28,25 @@ def availability(sku: SkuStock) -> str:
     return "in_stock"
 
 
-async def _names(state: GatewayState, sale_id: str) -> dict[str, str]:
-    """The sale's name (key '') and its items' names, from the record PostgreSQL keeps (cached
-    per worker); while PostgreSQL cannot say, ids stand in for names."""
+async def _record(state: GatewayState, sale_id: str) -> SaleRecord | None:
+    """The record PostgreSQL keeps (cached per worker): the names shoppers see, the shop's
+    return_url, the room's session length. None while PostgreSQL cannot say: ids then stand in
+    for names, and the page offers no way on to the shop."""
     try:
-        record = await state.records.get(sale_id)
+        return await state.records.get(sale_id)
     except EngineUnavailable:
-        return {}
+        return None
+
+
+def _shopper_fields(record: SaleRecord | None, sale_id: str) -> dict[str, Any]:
     if record is None:
-        return {}
-    return {"": record.name} | {i.sku: i.name for i in record.items if i.name}
+        return {"name": sale_id, "return_url": None, "waiting_room": None}
+    room = record.waiting_room
+    return {
+        "name": record.name,
+        "return_url": record.return_url or None,
+        "waiting_room": {"enabled": room.enabled, "token_ttl_s": room.token_ttl_s},
+    }
 
 
 async def get_sale(request: Request) -> Response:
@@ -49,10 +60,11 @@ async def get_sale(request: Request) -> Response:
         raise unavailable() from exc
     if live is None:
         raise Problem(404, "NOT_FOUND", f"no sale {sale_id}")
-    names = await _names(state, sale_id)
+    record = await _record(state, sale_id)
+    names = {i.sku: i.name for i in record.items if i.name} if record else {}
     doc: dict[str, Any] = {
         "sale_id": sale_id,
-        "name": names.get("", sale_id),
+        **_shopper_fields(record, sale_id),
         "status": live.status,
         "starts_at": iso(live.starts_at_ms),
         "ends_at": iso(live.ends_at_ms) if live.ends_at_ms else None,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from collections.abc import Set as AbstractSet
 from datetime import UTC, date, datetime
 from typing import Any
@@ -15,6 +16,7 @@ from flashsale.engine.sale import (
     SupplierStockConfig,
     WaitingRoomConfig,
 )
+from flashsale.engine.validation import check_name, check_return_url
 from flashsale.gateway.problems import invalid
 
 MAX_INT = 10**12
@@ -101,7 +103,7 @@ def parse_confirm(doc: dict[str, Any]) -> str:
 
 def parse_sale(sale_id: str, doc: dict[str, Any]) -> SaleRecord:
     required = {"name", "starts_at", "ends_at", "hold_ttl_s", "per_user_limit", "items"}
-    _fields(doc, "body", required, {"waiting_room", "rate_limit"})
+    _fields(doc, "body", required, {"waiting_room", "rate_limit", "return_url"})
     name = doc["name"]
     if not isinstance(name, str) or not 1 <= len(name) <= 200:
         raise invalid("name must be a string of 1 to 200 characters")
@@ -118,9 +120,10 @@ def parse_sale(sale_id: str, doc: dict[str, Any]) -> SaleRecord:
         items=tuple(_item(item, f"items[{i}]") for i, item in enumerate(items)),
         waiting_room=_waiting_room(doc.get("waiting_room")),
         rate_limit=_rate_limit(doc.get("rate_limit")),
+        return_url=_return_url(doc.get("return_url")),
     )
     try:
-        record.to_config(1).validate()
+        record.validate()
     except InvalidInput as exc:
         raise invalid(str(exc)) from None
     return record
@@ -128,9 +131,7 @@ def parse_sale(sale_id: str, doc: dict[str, Any]) -> SaleRecord:
 
 def _item(doc: Any, where: str) -> ItemConfig:
     _fields(doc, where, {"sku", "price_minor", "suppliers"}, {"name"})
-    name = doc.get("name", "")
-    if not isinstance(name, str) or len(name) > 200 or ("name" in doc and not name):
-        raise invalid(f"{where}.name must be a string of 1 to 200 characters")
+    name = _checked(check_name, doc["name"], f"{where}.name") if "name" in doc else ""
     suppliers = doc["suppliers"]
     if not isinstance(suppliers, list) or not 1 <= len(suppliers) <= 50:
         raise invalid(f"{where}.suppliers must be a list of 1 to 50 suppliers")
@@ -140,6 +141,19 @@ def _item(doc: Any, where: str) -> ItemConfig:
         suppliers=tuple(_supplier(s, f"{where}.suppliers[{j}]") for j, s in enumerate(suppliers)),
         name=name,
     )
+
+
+def _return_url(value: Any) -> str:
+    """Absent or null: the sale has none (the page then sends nobody anywhere)."""
+    return "" if value is None else _checked(check_return_url, value, "return_url")
+
+
+def _checked(check: Callable[[str, object], str], value: Any, where: str) -> str:
+    """A text field checked by the engine's own rule."""
+    try:
+        return check(where, value)
+    except InvalidInput as exc:
+        raise invalid(str(exc)) from None
 
 
 def _supplier(doc: Any, where: str) -> SupplierStockConfig:

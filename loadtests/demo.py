@@ -29,6 +29,7 @@ STOCK = {
     "sneaker-red": [("acme", 150), ("globex", 100)],
     "sneaker-blue": [("acme", 80), ("globex", 40)],
 }
+NAMES = {"sneaker-red": "Red runner sneaker", "sneaker-blue": "Blue runner sneaker"}
 USERS, SPAWN_RATE, DURATION_S = 250, 50.0, 60
 # The gateway believes X-Forwarded-For from loopback (Locust's simulated client addresses), so
 # the sale's per-address rate limit catches the bots' few addresses and not the crowd.
@@ -129,8 +130,8 @@ async def run(settings: Settings) -> int:
 def _sale_body() -> Doc:
     """Holds last 15 s and unused admissions 20 s, so abandoned ones come back on sale within
     the minute; at most 2 of a sku per customer; 2 requests/s per customer and per client
-    address (burst 4)."""
-    return flash_sale(
+    address (burst 4). The items have names, which the queue page shows instead of skus."""
+    body = flash_sale(
         STOCK,
         hold_ttl_s=15,
         per_user_limit=2,
@@ -139,6 +140,9 @@ def _sale_body() -> Doc:
         token_ttl_s=20,
         per_address_per_s=2,
     )
+    body["name"] = "Runner sneaker drop (demo)"
+    body["items"] = [{**item, "name": NAMES[item["sku"]]} for item in body["items"]]
+    return body
 
 
 def _close(api: SaleApi) -> None:

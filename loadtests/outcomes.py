@@ -13,7 +13,7 @@ Lines = dict[str, int]  # sku -> units
 
 # The counters, by name (docs/load-testing.md explains them).
 JOURNEY = ("journeys", "joined", "no_waiting_room", "admitted", "sold_out_seen", "ticket_expired")
-LEFT = ("gave_up", "left_waiting", "sale_not_open", "cut")
+LEFT = ("gave_up", "left_waiting", "sale_not_open", "cut", "stopped_before_joining")
 CHECKOUT = ("holds", "replays", "refused_sold_out", "refused_limit", "rate_limited")
 AFTER = ("confirmed", "confirm_late", "released", "release_late", "abandoned")
 BOT = ("bot_checkouts", "bot_holds")
@@ -31,7 +31,8 @@ class Outcomes:
     left: list[str] = field(default_factory=list)  # abandoned, or confirmed too late: to expire
     bot_holds: list[str] = field(default_factory=list)
     bot_refusals: Counter[str] = field(default_factory=Counter)  # "401 TOKEN_INVALID" -> n
-    # A waiter's first estimate read from the 2nd poll on: [ticket, given_at_ms, p50_s, p90_s].
+    # A waiter's first estimate from a measured pace: [ticket, given_at_ms, p50_s, p90_s,
+    # position].
     estimates: list[list[Any]] = field(default_factory=list)
     leavers: list[list[Any]] = field(default_factory=list)  # [ticket, left_at_ms] (--leave-share)
 

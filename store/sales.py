@@ -69,12 +69,13 @@ def _stock(record: SaleRecord) -> dict[Key, int]:
 
 _UPSERT_SALE = """
 INSERT INTO sales AS s (sale_id, name, starts_at, ends_at, hold_ttl_s, per_user_limit,
-                        waiting_room, rate_limit)
-VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, $8::jsonb)
+                        waiting_room, rate_limit, return_url)
+VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, $8::jsonb, $9)
 ON CONFLICT (sale_id) DO UPDATE SET
     name = EXCLUDED.name, starts_at = EXCLUDED.starts_at, ends_at = EXCLUDED.ends_at,
     hold_ttl_s = EXCLUDED.hold_ttl_s, per_user_limit = EXCLUDED.per_user_limit,
     waiting_room = EXCLUDED.waiting_room, rate_limit = EXCLUDED.rate_limit,
+    return_url = EXCLUDED.return_url,
     config_version = s.config_version + 1, updated_at = now()
 RETURNING config_version
 """
@@ -92,6 +93,7 @@ async def _upsert_sale(conn: Connection, record: SaleRecord) -> int:
         record.per_user_limit,
         _config_json(record.waiting_room),
         _config_json(record.rate_limit),
+        record.return_url or None,
     )
     return int(version)
 
@@ -224,7 +226,7 @@ async def save_sale(conn: Connection, record: SaleRecord) -> int:
     Runs in a savepoint of the caller's transaction (or its own when there is none), so a
     StoreConflict leaves the database as it was and the caller's transaction usable.
     """
-    record.to_config(1).validate()
+    record.validate()
     stock = _stock(record)
     async with conn.transaction():
         # The sale row is locked first: concurrent saves of one sale run one after the other.
@@ -282,6 +284,7 @@ def _record(row: Any, items: tuple[ItemConfig, ...]) -> SaleRecord:
         items=items,
         waiting_room=WaitingRoomConfig(**_known_fields(WaitingRoomConfig, row["waiting_room"])),
         rate_limit=RateLimitConfig(**_known_fields(RateLimitConfig, row["rate_limit"])),
+        return_url=row["return_url"] or "",
     )
 
 

@@ -131,6 +131,7 @@ FULL_SALE = sale_body(
     rate_limit={"per_client_per_s": 5, "burst": 10, "per_sale_per_s": 1000},
 )
 FULL_SALE["items"][0]["name"] = "Red runner"
+FULL_SALE["return_url"] = "https://shop.example/checkout?hold={hold_id}"
 EXAMPLES = {"Sale": FULL_SALE, "Checkout": checkout_body("c1"), "Confirm": PAYMENT}
 FIELDS = [
     pytest.param(name, path, required, id=f"{name}.{'.'.join(path)}")

@@ -18,7 +18,7 @@ from redis.crc import key_slot
 from flashsale.engine import Code, Engine, InvalidInput, keys
 from flashsale.engine.rate_limit import Bucket, RateLimiter
 from flashsale.engine.room_invariants import open_sessions
-from flashsale.engine.waiting_room import RoomConfig, TickResult, TokenUse, WaitingRoom
+from flashsale.engine.waiting_room import Beat, RoomConfig, TickResult, TokenUse, WaitingRoom
 from tests.helpers import open_sale
 from tests.waiting_room_helpers import (
     assert_room_sound,
@@ -131,16 +131,16 @@ async def test_ghosts_are_skipped_and_polling_tickets_admitted(
     await open_sale(engine, room_config(sale_id))
     ghostly = dataclasses.replace(FAST, ghost_after_ms=5000)
     await tick(room, sale_id, ghostly)
-    await join_crowd(room, sale_id, 10)
+    await join_crowd(room, sale_id, 10)  # each may stay silent 7 s (3 polls of 2 s, a flush)
     engine.advance_clock(3000)
-    assert await room.queue_beat(sale_id, [2, 4, 6, 8, 10]) == 5
-    engine.advance_clock(3000)  # odd places last heard of 6 s ago, even ones 3 s ago
+    assert await room.queue_beat(sale_id, dict.fromkeys([2, 4, 6, 8, 10], Beat(5000, 2000))) == 5
+    engine.advance_clock(4500)  # odd places 0.5 s past their deadline, even ones 0.5 s before
     result = await tick(room, sale_id, ghostly)
     assert (result.admitted, result.skipped, result.serving) == ((2, 4, 6, 8, 10), 5, 10)
     for place in (1, 3):
         record = await room.queue_ticket(sale_id, place, place)
         assert record is not None and record.admission is None
-    assert await room.queue_beat(sale_id, [1, 3]) == 0  # passed places need no heartbeat
+    assert await room.queue_beat(sale_id, {1: Beat(5000, 2000)}) == 0  # passed: no heartbeat
     await assert_room_sound(engine, sale_id)
 
 
@@ -283,7 +283,12 @@ BAD_CALLS: dict[str, Any] = {
     "state sale id": lambda r, s: r.queue_state(""),
     "ticket number 0": lambda r, s: r.queue_ticket(s, 0, 1),
     "ticket place bool": lambda r, s: r.queue_ticket(s, 1, True),
-    "beat sale id": lambda r, s: r.queue_beat("x" * 65, [1]),
+    "beat sale id": lambda r, s: r.queue_beat("x" * 65, {1: Beat(1000, 100)}),
+    "beat place 0": lambda r, s: r.queue_beat(s, {0: Beat(1000, 100)}),
+    "beat negative allowance": lambda r, s: r.queue_beat(s, {1: Beat(-1, 100)}),
+    "beat poll not an int": lambda r, s: r.queue_beat(s, {1: Beat(1000, 0.5)}),  # type: ignore[arg-type]
+    "claim ticket 0": lambda r, s: r.queue_claim(s, 0, 1),
+    "claim place str": lambda r, s: r.queue_claim(s, 1, "1"),
     "bucket rate 0": lambda r, s: RateLimiter(r.engine).rate_limit(
         [Bucket(keys.rate_bucket(s, "c", "x"), 0, 1)]
     ),
@@ -322,13 +327,14 @@ async def test_every_room_key_is_in_the_sale_slot(engine: Engine, sale_id: str) 
     await room.queue_join(sale_id, "c1")
     recording.advance_clock(1000)
     await room.queue_admit(sale_id, "loop", FAST)
-    await room.queue_beat(sale_id, [1])
+    await room.queue_beat(sale_id, {1: Beat(5000, 2000)})
+    await room.queue_claim(sale_id, 1, 1)
     await room.queue_state(sale_id)
     await room.queue_ticket(sale_id, 1, 1)
     await recording.reserve(sale_id, "c1", [("A", 1)], token=TokenUse(1, 3, 2**41))
     await RateLimiter(recording).rate_limit([Bucket(keys.rate_bucket(sale_id, "a", "::1"), 1, 1)])
     slot = key_slot(f"{{{sale_id}}}".encode())
-    assert len(recording.calls) >= 8
+    assert len(recording.calls) >= 9
     for script_keys in recording.calls:
         assert {key_slot(k.encode()) for k in script_keys} == {slot}
     written = await room_snapshot(engine.client, sale_id)

@@ -1,55 +1,56 @@
 """A real browser on the queue page of a production gateway: Debian's headless Chromium, driven
 by Playwright, comes from the shop with its pass in the link's fragment, joins a line, watches
-its position fall, is let in and places a hold; without a pass it is sent back to the shop.
-Screenshots go to artifacts/."""
+its position fall, is let in and places a hold; shoppers who come before the opening see it in
+their own time zone, and after reserving go on to the shop's checkout; names from the sale are
+shown as text; without a pass a visitor is sent back to the shop. Screenshots go to artifacts/
+(docs/screenshots/ with FLASHSALE_WRITE_SCREENSHOTS=1)."""
 
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import Iterator
-from pathlib import Path
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
+from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
-from playwright.async_api import Page, ViewportSize, async_playwright
+from playwright.async_api import Browser, Page, async_playwright
 
+from flashsale.engine import keys
+from flashsale.engine.connection import RedisClient
 from flashsale.engine.settings import Settings
 from flashsale.loadtests.gateway_process import Gateway
+from tests.browser_helpers import (
+    ARGS,
+    ARTIFACTS,
+    CHROMIUM,
+    DESKTOP,
+    PHONE,
+    ShopSite,
+    assert_no_sideways_scroll,
+    launch,
+    require_chromium,
+    screenshot,
+    shop_site,
+)
 from tests.gateway_helpers import admin_view, client, new_sale_id, sku_view
 from tests.security_helpers import Shop, production_gateway
 from tests.waiting_room_helpers import room_body, room_info_when
 
-CHROMIUM = Path("/usr/bin/chromium")
-ARGS = [
-    "--no-sandbox",
-    "--disable-background-networking",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-component-update",
-    "--disable-sync",
-]
-ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
 AHEAD = 15  # at 3 admissions a second: ~5 s of line, most of it left when the page joins
-PHONE: ViewportSize = {"width": 390, "height": 844}
 
 
 @pytest.fixture(scope="module")
 def prod(settings: Settings, service_urls: dict[str, str]) -> Iterator[tuple[Gateway, Shop]]:
     fast = {"FLASHSALE_QUEUE_POLL_MS": "250", "FLASHSALE_QUEUE_TICK_MS": "50"}
+    fast["FLASHSALE_QUEUE_GHOST_AFTER_MS"] = "600000"  # those AHEAD join and never poll
     with production_gateway(settings, service_urls, **fast) as running:
         yield running
-
-
-def require_chromium() -> None:
-    """Fails, not skips: the browser is part of the project's set-up (`make browser`)."""
-    if not CHROMIUM.exists():
-        pytest.fail(
-            f"{CHROMIUM} is missing: run `make browser` as root (it apt-get installs Debian's "
-            "chromium package), or install that package yourself"
-        )
 
 
 async def positions_until_admitted(page: Page, timeout_s: float = 20) -> list[int]:
@@ -110,6 +111,7 @@ async def test_a_shopper_waits_in_line_is_let_in_and_checks_out(
             await page.get_by_role("button", name="Reserve now").click()
             await page.wait_for_selector("#held:not([hidden])", timeout=10_000)
             hold_id = (await page.text_content("#hold-id") or "").strip()
+            assert not await page.is_visible("#pay")  # the sale has no return_url
             await page.screenshot(path=ARTIFACTS / "waiting-room-held.png")
             await browser.close()
         assert hold_id
@@ -140,3 +142,169 @@ async def test_a_visitor_without_the_shops_pass_is_sent_back_to_the_shop(
             await page.screenshot(path=ARTIFACTS / "waiting-room-no-pass.png")
             await browser.close()
         assert (await room_info_when(http, sale, {}))["tickets"] == 0
+
+
+# --- from before the opening to the shop's checkout --------------------------------------------
+
+OPENS_IN_S = 20  # time for the browser to load the page and join before the opening
+ITEM = "Red runner, size 42"
+SHOPPERS = {  # label: (customer, time zone, viewport)
+    "phone": ("tokyo-shopper", "Asia/Tokyo", PHONE),
+    "desktop": ("new-york-shopper", "America/New_York", DESKTOP),
+}
+
+
+@dataclass(frozen=True)
+class Opening:
+    """A sale that opens by itself at `starts`, and the shop whose checkout follows it."""
+
+    gw: Gateway
+    shop: Shop
+    sale: str
+    starts: datetime
+    checkout: str  # the shop site's checkout address, without the query
+
+    def body(self) -> dict[str, Any]:
+        body = room_body(50, rate=3, starts_at=self.starts.isoformat().replace("+00:00", "Z"))
+        body["waiting_room"]["token_ttl_s"] = 300
+        body["items"] = [
+            {**body["items"][0], "name": ITEM},
+            {**body["items"][0], "sku": "B", "name": "Blue runner, size 40"},
+        ]
+        return_url = f"{self.checkout}?hold={{hold_id}}"
+        return {**body, "name": "Midnight sneaker drop", "return_url": return_url}
+
+
+async def _before_the_opening(page: Page, label: str, zone: str, starts: datetime) -> None:
+    """The start in the visitor's own zone, how long until then, what the front of the line
+    brings; then the visitor joins the pre-queue."""
+    await page.wait_for_selector("#opens:not([hidden])")
+    local = starts.astimezone(ZoneInfo(zone))
+    shown = await page.text_content("#opens-at") or ""
+    assert f"{local:%H:%M}" in shown and f"{starts:%H:%M}" not in shown, (shown, local)
+    assert await page.get_attribute("#opens-at", "datetime") == f"{starts:%Y-%m-%dT%H:%M:%S}.000Z"
+    assert re.fullmatch(r"\(in \d+ seconds?\)", await page.text_content("#opens-in") or "")
+    front = await page.text_content("#front") or ""
+    assert "5 minutes to choose" in front and "held for 10 minutes: a button" in front, front
+    await page.get_by_role("button", name="Join the queue").click()
+    await page.wait_for_selector("#position:text('draw')")
+    assert await page.is_visible("#opens") and await page.is_visible("#front")
+    await assert_no_sideways_scroll(page)
+    await screenshot(page, f"waiting-before-opening-{label}")
+
+
+async def _journey(browser: Browser, opening: Opening, label: str) -> tuple[str, str]:
+    """One shopper from the shop's link to the shop's checkout: (customer, hold id)."""
+    customer, zone, viewport = SHOPPERS[label]
+    context = await browser.new_context(viewport=viewport, timezone_id=zone, locale="en-GB")
+    page = await context.new_page()
+    token = opening.shop.token(customer)
+    await page.goto(f"{opening.gw.url}/sales/{opening.sale}/waiting-room#customer_token={token}")
+    await _before_the_opening(page, label, zone, opening.starts)
+    await page.wait_for_selector("#admitted:not([hidden])", timeout=(OPENS_IN_S + 30) * 1000)
+    assert not await page.is_visible("#opens") and not await page.is_visible("#front")
+    options = await page.locator("#sku option").all_text_contents()
+    assert options == [f"{ITEM} (in stock)", "Blue runner, size 40 (in stock)"], options
+    await assert_no_sideways_scroll(page)
+    await screenshot(page, f"admitted-{label}")
+    await page.get_by_label("Item").select_option(label=f"{ITEM} (in stock)")
+    await page.get_by_role("button", name="Reserve now").click()
+    pay = page.get_by_role("link", name="Continue to payment")
+    await pay.wait_for(timeout=10_000)
+    hold_id = (await page.text_content("#hold-id") or "").strip()
+    assert await page.text_content("#held-what") == f"1 \u00d7 {ITEM}"  # 1 times the item
+    link = await pay.get_attribute("href") or ""
+    assert link == f"{opening.checkout}?hold={hold_id}" and token not in link
+    await assert_no_sideways_scroll(page)
+    await screenshot(page, f"reserved-{label}")
+    await page.reload()  # the way on is still offered after a reload
+    await pay.wait_for(timeout=10_000)
+    assert await pay.get_attribute("href") == link
+    await pay.click()
+    await page.wait_for_selector("text=Shop checkout")
+    assert page.url == link
+    await context.close()
+    return customer, hold_id
+
+
+async def test_shoppers_wait_for_the_opening_are_let_in_and_go_on_to_the_shops_checkout(
+    prod: tuple[Gateway, Shop], redis_client: RedisClient
+) -> None:
+    """Two shoppers, a phone in Tokyo and a desktop in New York, come before the opening behind
+    four others who joined too: each sees the start in their own zone, waits, is let in, picks
+    an item by its name, reserves, and the "Continue to payment" button takes them to the shop
+    with exactly their hold id; the shop then confirms both holds through the API."""
+    gw, shop = prod
+    async with client(gw) as http, async_playwright() as pw:
+        browser = await launch(pw)
+        with shop_site() as site:
+            starts = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=OPENS_IN_S)
+            sale = new_sale_id("wr-journey")
+            opening = Opening(gw, shop, sale, starts, f"{site.url}/checkout")
+            put = await http.put(f"/v1/admin/sales/{sale}", json=opening.body(), headers=shop.admin)
+            assert put.status_code == 201, put.text
+            for i in range(4):
+                await http.post(f"/v1/sales/{sale}/queue", headers=shop.as_customer(f"early-{i}"))
+            done = await asyncio.gather(*(_journey(browser, opening, label) for label in SHOPPERS))
+            await browser.close()
+        await _the_shop_got_each_hold_and_confirms_it(http, redis_client, shop, sale, site, done)
+
+
+async def _the_shop_got_each_hold_and_confirms_it(
+    http: httpx.AsyncClient,
+    redis_client: RedisClient,
+    shop: Shop,
+    sale: str,
+    site: ShopSite,
+    done: list[tuple[str, str]],
+) -> None:
+    pages = [v for v in site.visits if v.path != "/favicon.ico"]  # the browser asks for it
+    # One visit each, with exactly its hold: the page never went there by itself.
+    assert sorted(v.path for v in pages) == sorted(f"/checkout?hold={h}" for _, h in done)
+    for customer, hold_id in done:
+        visit = next(v for v in pages if v.path == f"/checkout?hold={hold_id}")
+        assert parse_qs(urlsplit(visit.path).query) == {"hold": [hold_id]}
+        assert "Referer" not in visit.headers  # the page's address stays with the page
+        held = await redis_client.hgetall(keys.hold(sale, hold_id))
+        assert (held["user"], held["status"]) == (customer, "held"), held
+        confirm = await http.post(
+            f"/v1/sales/{sale}/holds/{hold_id}/confirm",
+            json={"payment": {"method": "card", "token": "tok_visa"}},
+            headers=shop.as_customer(customer),
+        )
+        assert confirm.status_code == 200, confirm.text
+    view = sku_view(await admin_view(http, sale, shop.admin))
+    assert (view["sold"], view["reserved"]) == (len(done), 0), view
+
+
+HOSTILE = "<img src=x onerror=\"document.title='pwned'\">"
+
+
+async def test_names_from_the_sale_are_shown_as_text(prod: tuple[Gateway, Shop]) -> None:
+    """An item and a sale named with markup: the page shows the characters, makes no element."""
+    gw, shop = prod
+    async with client(gw) as http:
+        sale = new_sale_id("wr-hostile")
+        body = room_body(10, rate=50)
+        body["items"] = [{**body["items"][0], "name": HOSTILE}]
+        body = {**body, "name": f"<b>{HOSTILE}</b>"}
+        assert (await http.put(f"/v1/admin/sales/{sale}", json=body, headers=shop.admin)).is_success
+        assert (await http.post(f"/v1/admin/sales/{sale}/open", headers=shop.admin)).is_success
+        async with async_playwright() as pw:
+            browser = await launch(pw)
+            page = await browser.new_page(viewport=PHONE)
+            dialogs: list[str] = []
+            page.on("dialog", lambda dialog: dialogs.append(dialog.message))
+            link = f"{gw.url}/sales/{sale}/waiting-room#customer_token={shop.token('shopper-x')}"
+            await page.goto(link)
+            await page.wait_for_selector("#sale-items:not(:empty)")
+            await page.get_by_role("button", name="Join the queue").click()
+            await page.wait_for_selector("#admitted:not([hidden])", timeout=20_000)
+            assert await page.text_content("#sale-name") == f"<b>{HOSTILE}</b>"
+            assert await page.text_content("#sale-items") == HOSTILE
+            options = await page.locator("#sku option").all_text_contents()
+            assert options == [f"{HOSTILE} (in stock)"]
+            assert await page.title() == f"<b>{HOSTILE}</b>"
+            made = await page.evaluate("document.querySelectorAll('main img, main b').length")
+            assert (made, dialogs) == (0, [])
+            await browser.close()

@@ -43,7 +43,9 @@ RING = KeyRing("k2", {"k2": ROOM_ENV["FLASHSALE_TOKEN_SECRET"]})
 
 @pytest.fixture(scope="module")
 def gw(service_urls: dict[str, str]) -> Iterator[Gateway]:
-    with gateway({**service_urls, **ROOM_ENV}, workers=2) as running:
+    # Nobody picks an admission up until all 10,000 are in: none may be taken back meanwhile.
+    env = {**service_urls, **ROOM_ENV, "FLASHSALE_QUEUE_CLAIM_MS": "0"}
+    with gateway(env, workers=2) as running:
         yield running
         close_created(running.url)
 

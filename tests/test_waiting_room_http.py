@@ -163,21 +163,24 @@ async def test_abused_tokens_are_refused_with_their_code_and_reserve_nothing(
 # --- ghosts and sold out -----------------------------------------------------------------------
 
 
-async def test_sold_out_reaches_the_tail_at_once_and_ghosts_lose_their_turn(
+async def test_sold_out_reaches_the_tail_at_once_and_ghosts_lose_their_turn_till_they_poll(
     http: httpx.AsyncClient, live_engine: Engine
 ) -> None:
     """One unit, taken by the first admitted: everyone behind is told sold out without being
     admitted. Three of them keep polling, three go silent. When stock is added, the pollers are
-    admitted and the silent ones (no poll for over FLASHSALE_QUEUE_GHOST_AFTER_MS) are skipped."""
+    admitted and the silent ones skipped: told to poll every 1.5 s while sold out (5 x
+    FLASHSALE_QUEUE_POLL_MS), they missed 3 of those polls and a heartbeat flush (4.7 s). Once
+    they poll again they are let in first."""
     sale = await create_room_sale(http, "wr-ghosts", room_body(1))
     await admitted_token(http, sale, "first")
     docs = {name: await join(http, sale, name) for name in ("p1", "g1", "p2", "g2", "p3", "g3")}
     assert {d["status"] for d in docs.values()} == {"sold_out"}
 
     async def keep_polling(name: str) -> None:
-        for _ in range(10):
-            assert (await status(http, sale, docs[name]["ticket"]))["status"] == "sold_out"
-            # Kept: pollers spaced out on purpose; 10 of them outlast the ghosts' 1.5 s limit.
+        for _ in range(24):
+            doc = await status(http, sale, docs[name]["ticket"])
+            assert (doc["status"], doc["poll_after_ms"]) == ("sold_out", 1500)
+            # Kept: pollers spaced out on purpose; 24 of them outlast the ghosts' 4.7 s limit.
             await asyncio.sleep(0.25)
 
     await asyncio.gather(*(keep_polling(p) for p in ("p1", "p2", "p3")))
@@ -186,10 +189,14 @@ async def test_sold_out_reaches_the_tail_at_once_and_ghosts_lose_their_turn(
     assert put.status_code == 200, put.text
     for name in ("p1", "p2", "p3"):
         await poll_until(http, sale, docs[name]["ticket"], "admitted")
+    await room_info_when(http, sale, {"admitted": 4, "abandoned": 3, "waiting": 0})
+    # A ghost that polls again (its phone slept) comes back: let in first, at the next tick.
     for name in ("g1", "g2", "g3"):
         doc = await status(http, sale, docs[name]["ticket"])
-        assert doc["status"] == "expired" and doc["reason"].startswith("skipped"), doc
-    await room_info_when(http, sale, {"admitted": 4, "abandoned": 3, "waiting": 0})
+        assert (doc["status"], doc["came_back"], doc["poll_after_ms"]) == ("waiting", True, 300)
+        await poll_until(http, sale, docs[name]["ticket"], "admitted")
+    info = await room_info_when(http, sale, {"admitted": 7, "abandoned": 0, "returned": 3})
+    assert info["released"] == info["coming_back"] == 0
     await assert_room_sound(live_engine, sale)
 
 

@@ -28,6 +28,7 @@ from tests.waiting_room_helpers import (
 
 ENV = {
     "FLASHSALE_QUEUE_GHOST_AFTER_MS": "600000",  # nobody here polls while waiting
+    "FLASHSALE_QUEUE_CLAIM_MS": "0",  # nor picks an admission up (the rate counts admissions)
     "FLASHSALE_QUEUE_TICK_MS": "50",
     "FLASHSALE_QUEUE_CACHE_MS": "100",
 }

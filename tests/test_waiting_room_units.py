@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import math
 import time
 from typing import Any
 
@@ -16,6 +17,7 @@ from flashsale.engine import keys
 from flashsale.engine.sale import RateLimitConfig
 from flashsale.engine.settings import Settings, token_previous_secrets
 from flashsale.engine.shuffle import commitment, new_seed, places_of, prequeue_order
+from flashsale.engine.waiting_room import Beat
 from flashsale.gateway import cache as cache_module
 from flashsale.gateway.cache import Cached
 from flashsale.gateway.problems import Problem
@@ -26,7 +28,17 @@ from flashsale.gateway.rate_limits import (
     buckets,
     client_address,
 )
-from flashsale.gateway.room.eta import RateWindow, eta_s, paces
+from flashsale.gateway.room.eta import (
+    FLOOR_S,
+    GHOST_DOUBT,
+    Z90,
+    Pace,
+    RateWindow,
+    eta_s,
+    pace_of,
+    shown,
+)
+from flashsale.gateway.room.polls import heard, poll_after_ms
 from flashsale.gateway.room.tokens import KeyRing, Tickets, Tokens
 from flashsale.gateway.room.worker import _check
 from tests.helpers import eventually
@@ -149,26 +161,83 @@ def test_the_shuffle_matches_its_description_and_is_a_permutation() -> None:
     assert prequeue_order("0" * 64, 5) == prequeue_order("0" * 64, 5) != prequeue_order("1" * 64, 5)
 
 
+def spread_s(places: int, pace: Pace) -> float:
+    """eta_s's p90 - p50, from docs/waiting-room.md#estimates."""
+    admissions = places / pace.factor
+    var = pace.dispersion * admissions + admissions**2 * pace.factor_var
+    ghosts = (GHOST_DOUBT * max(pace.factor - 1, 0) * admissions) ** 2
+    return Z90 * math.sqrt((var + ghosts) / pace.per_s**2 + FLOOR_S**2)
+
+
 def test_eta_scales_the_setting_by_the_measured_places_per_admission() -> None:
-    assert eta_s(100, paces([], 10)) == (10.0, 15.0)
-    assert eta_s(100, paces([(0, 10.0)] * 10, 10)) == (10.0, 15.0)  # stalled: fall back
-    assert eta_s(100, paces([(20, 10.0)] * 9, 10)) == (10.0, 15.0)  # 9 intervals: too few
-    assert eta_s(100, paces([(20, 10.0)] * 10, 10)) == (5.0, 5.0)  # 2 places per admission
-    assert eta_s(100, paces([(20, 10.0)] * 10, 25)) == (2.0, 2.0)  # the rate raised: at once
-    p50, p90 = eta_s(100, paces([(20, 10.0)] * 9 + [(0, 10.0)], 10))
-    assert p50 == pytest.approx(100 / 18) and p90 == pytest.approx(100 / 9)
-    assert eta_s(100, paces([(20, 10.0)] * 10, 10), age_s=1.5) == (3.5, 3.5)
-    assert eta_s(1, paces([], 10), age_s=5) == (0.0, 0.0)
+    assert eta_s(100, pace_of([], 10)) == (10.0, 15.0)
+    assert eta_s(100, pace_of([(0, 10.0)] * 10, 10)) == (10.0, 15.0)  # stalled: fall back
+    assert eta_s(100, pace_of([(20, 10.0)] * 9, 10)) == (10.0, 15.0)  # 9 intervals: too few
+    steady = pace_of([(20, 10.0)] * 10, 10)  # 2 places per admission, never wavering
+    assert (steady.per_s, steady.factor_var, steady.measured) == (20.0, 0.0, True)
+    assert eta_s(100, steady) == pytest.approx((5.0, 5.0 + spread_s(100, steady)))
+    raised = pace_of([(20, 10.0)] * 10, 25)  # the rate raised: at once
+    assert eta_s(100, raised) == pytest.approx((2.0, 2.0 + spread_s(100, raised)))
+    assert eta_s(100, steady, age_s=1.5) == pytest.approx((3.5, 3.5 + spread_s(100, steady)))
+    assert eta_s(1, pace_of([], 10), age_s=5) == (0.0, 0.0)
+    assert shown((4.5, 5.49)) == (4, 5) and shown((4.51, 5.5)) == (5, 6)
+
+
+def test_recent_intervals_weigh_more_and_a_drift_is_followed() -> None:
+    """60 intervals at 1 place per admission, then 15 at 2: the mean weighted to the recent ones
+    has moved most of the way, the trend's end all of it (within its limit of a quarter)."""
+    drifting = pace_of([(10, 10.0)] * 60 + [(20, 10.0)] * 15, 10)
+    assert 1.8 < drifting.factor < 2.1  # 2 now
+    flat = pace_of([(10, 10.0), (14, 10.0)] * 30, 10)  # wavering, going nowhere
+    assert flat.factor == pytest.approx(1.2, abs=0.03)
+
+
+def test_the_p90_widens_with_the_square_root_of_the_wait_and_the_window_s_doubt() -> None:
+    """Places passed per interval at 10/s: 8, 8, 12, 12, ... (a wavering that lasts over two
+    intervals) against 8, 12, 8, 12, ... (one interval's excess is the next one's shortfall,
+    as when the loop's ticks fall on either side of a sample: it cancels over a wait)."""
+    lasting = pace_of([(8, 10.0), (8, 10.0), (12, 10.0), (12, 10.0)] * 8, 10)
+    cancelling = pace_of([(8, 10.0), (12, 10.0)] * 16, 10)
+    assert lasting.factor == pytest.approx(1.0, abs=0.05)
+    assert cancelling.factor == pytest.approx(1.0, abs=0.05)
+    assert lasting.dispersion > 5 * cancelling.dispersion > 0
+    for places in (10, 100, 1000):
+        p50, p90 = eta_s(places, lasting)
+        assert p50 == pytest.approx(places / lasting.per_s)
+        assert p90 == pytest.approx(p50 + spread_s(places, lasting))
+        assert eta_s(places, cancelling)[1] - eta_s(places, cancelling)[0] < p90 - p50
+    short, long = eta_s(10, lasting), eta_s(1000, lasting)
+    assert (long[1] - long[0]) / long[0] < (short[1] - short[0]) / short[0]  # relatively closer
+    assert eta_s(10, Pace(10.0)) == (1.0, 1.5)  # not measured: 1.5 x
+
+
+def test_the_front_of_the_line_is_told_to_poll_faster_and_may_stay_silent_less() -> None:
+    settings = Settings()  # polls every 2 s, 0.5 s near the turn, heartbeats flushed every 0.5 s
+    assert heard(settings, 2000) == Beat(4500, 2000)  # 2 missed polls and a flush
+    assert heard(settings, 500) == Beat(1500, 500)
+    assert heard(Settings(queue_ghost_after_ms=60_000), 500).silence_ms == 60_000  # the floor
+    assert poll_after_ms(settings, 30.0) == 2000
+    assert poll_after_ms(settings, 5.8) == 500  # within 1.3 x 4.5 s of its turn
+    assert poll_after_ms(settings, 5.9) == 2000
+    assert poll_after_ms(settings, 5.0, sold_out=True) == 10_000
+    assert poll_after_ms(settings, None) == 2000  # the pre-queue: no place yet
+    assert poll_after_ms(Settings(queue_poll_ms=300), 0.0) == 300  # never slower than normal
 
 
 def test_the_rate_window_samples_once_a_second_and_keeps_busy_intervals() -> None:
     window = RateWindow()
     for i in range(50):  # 20 places and 16 admissions per second, the rate set to 16
         window.add(i * 250, i * 5, i * 4, busy=i < 40, rate_per_s=16 if i < 30 else 8)
-    assert len(window.points) == 13
     # Samples at 0, 1, ..., 12 s: busy until 9 s, the setting changed between 7 s and 8 s.
-    assert window.busy_intervals() == [(20, 16.0)] * 7 + [(20, 8.0)]
-    assert window.admit_rate() == 16.0
+    assert len(window.points) == 13 and window.admit_rate() == 16.0
+    assert window.busy_intervals() == []  # it stands still now
+    for i in range(52, 64):  # moving again at 13 s: measured anew from its second interval
+        window.add(i * 250, i * 5, i * 4, busy=True, rate_per_s=8)
+    assert window.busy_intervals() == [(20, 8.0)]  # 14-15 s
+    moving = RateWindow()
+    for i in range(40):
+        moving.add(i * 250, i * 5, i * 4, rate_per_s=16 if i < 30 else 8)
+    assert moving.busy_intervals() == [(20, 16.0)] * 7 + [(20, 8.0)]  # none across 7-8 s
 
 
 def _scope(peer: str, *forwarded: str) -> dict[str, Any]:
@@ -257,12 +326,15 @@ async def test_the_cache_loads_once_for_many_callers_and_serves_stale_while_refr
     [
         {"queue_tick_ms": 0},
         {"token_max_attempts": 0},
-        {"queue_ghost_after_ms": 2500},  # not above poll (2000) + flush (1000)
+        {"queue_claim_ms": 1500},  # not above the front's poll (500) + the cache's age (1000)
+        {"queue_poll_front_ms": 0},
+        {"queue_ghost_after_ms": -1},
         {"rate_burst": -1},
     ],
-    ids=["tick 0", "attempts 0", "ghost too short", "negative burst"],
+    ids=["tick 0", "attempts 0", "claim too short", "front poll 0", "ghost < 0", "negative burst"],
 )
 def test_settings_that_would_break_the_room_fail_the_start(bad: dict[str, int]) -> None:
     _check(Settings())
+    _check(Settings(queue_claim_ms=0))  # never taken back
     with pytest.raises(ValueError):
         _check(Settings(**bad))  # type: ignore[arg-type]

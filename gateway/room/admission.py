@@ -11,7 +11,7 @@ import socket
 from flashsale.engine.errors import EngineUnavailable
 from flashsale.engine.results import Code
 from flashsale.engine.settings import Settings
-from flashsale.engine.waiting_room import RoomConfig, TickResult, WaitingRoom
+from flashsale.engine.waiting_room import RoomConfig, TickResult, WaitingRoom, silence_allowed_ms
 from flashsale.gateway.sale_records import SaleRecords
 
 log = logging.getLogger("flashsale.admission")
@@ -79,8 +79,9 @@ class AdmissionLoops:
             admit_rate_per_s=wr.admit_rate_per_s,
             max_active=wr.max_active,
             session_ms=wr.token_ttl_s * 1000,
-            ghost_after_ms=self.settings.queue_ghost_after_ms,
+            ghost_after_ms=silence_allowed_ms(self.settings, self.settings.queue_poll_ms),
             lease_ms=self.settings.queue_lease_ms,
+            claim_ms=self.settings.queue_claim_ms,
         )
         result = await self.room.queue_admit(sale_id, self.owner, config)
         return self._next_delay_s(sale_id, result)

@@ -1,5 +1,5 @@
 """One worker's view of its waiting rooms: cached room state and pace, batched heartbeats,
-ticket records and tokens, and how far the wait estimates were off."""
+claimed admissions and tokens, and how far the wait estimates were off."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ from flashsale.engine.errors import EngineUnavailable
 from flashsale.engine.sale import WaitingRoomConfig
 from flashsale.engine.settings import Settings
 from flashsale.engine.shuffle import prequeue_places
-from flashsale.engine.waiting_room import RoomState, TicketRecord, WaitingRoom
+from flashsale.engine.waiting_room import Beat, Claim, RoomState, WaitingRoom
 from flashsale.gateway.cache import Cached
-from flashsale.gateway.room.eta import MIN_BUSY_INTERVALS, RateWindow, paces
+from flashsale.gateway.room.eta import Pace, RateWindow, pace_of
 from flashsale.gateway.room.tokens import Tokens
 
 MIN_STALE_S = 1.0  # a quiet worker reloads rather than answer from older than this
@@ -51,12 +51,11 @@ class RoomViews:
             self._load_state, fresh_s, max(fresh_s * 4, MIN_STALE_S)
         )
         self.windows: dict[str, RateWindow] = {}
-        self.paces: dict[str, tuple[float, float]] = {}  # (p50, p90) places/s, per state load
-        self.measured: set[str] = set()  # rooms whose pace comes from the window, not the setting
+        self.paces: dict[str, Pace] = {}  # per state load
         self.loaded_at: dict[str, float] = {}  # monotonic time of each room's last state load
         self.eta_errors: dict[str, EtaErrors] = {}
-        self._beats: dict[str, set[int]] = {}
-        self._records: dict[Ticket, TicketRecord] = {}
+        self._beats: dict[str, dict[int, Beat]] = {}
+        self._claims: dict[Ticket, Claim] = {}
         self._issued: dict[Ticket, str] = {}
         self._predicted_ms: dict[Ticket, int] = {}
 
@@ -83,22 +82,20 @@ class RoomViews:
         busy = state.opened and state.admitting and state.waiting > 0 and state.free_units > 0
         rate = state.rate_per_s or DEFAULT_RATE_PER_S
         window.add(state.now_ms, state.serving, state.admitted, busy=busy, rate_per_s=rate)
-        intervals = window.busy_intervals()
-        self.paces[sale_id] = paces(intervals, rate)
-        if len(intervals) >= MIN_BUSY_INTERVALS:
-            self.measured.add(sale_id)
-        else:
-            self.measured.discard(sale_id)
+        self.paces[sale_id] = pace_of(window.busy_intervals(), rate)
         if state.opened and state.prequeue > SHUFFLE_IN_THREAD:
             await asyncio.to_thread(prequeue_places, state.seed, state.prequeue)
         return state
 
-    def beat(self, sale_id: str, place: int) -> None:
-        self._beats.setdefault(sale_id, set()).add(place)
+    def beat(self, sale_id: str, place: int, beat: Beat) -> None:
+        """The place was heard from (the most lenient beat if it was heard from twice since the
+        last flush)."""
+        beats = self._beats.setdefault(sale_id, {})
+        beats[place] = max(beat, beats.get(place, beat))
 
-    def pace(self, state: RoomState) -> tuple[float, float]:
+    def pace(self, state: RoomState) -> Pace:
         rate = state.rate_per_s or DEFAULT_RATE_PER_S
-        return self.paces.get(state.sale_id) or paces([], rate)
+        return self.paces.get(state.sale_id) or pace_of([], rate)
 
     def age_s(self, sale_id: str) -> float:
         """How long ago the cached state of the room was read."""
@@ -110,29 +107,34 @@ class RoomViews:
         beats, self._beats = self._beats, {}
         for sale_id, places in beats.items():
             try:
-                await self.room.queue_beat(sale_id, list(places))
+                await self.room.queue_beat(sale_id, places)
             except EngineUnavailable:
                 continue
 
-    async def ticket(self, sale_id: str, number: int, place: int) -> TicketRecord | None:
-        """The record of a ticket whose place was passed: final, so cached for good."""
+    async def claim(
+        self, sale_id: str, number: int, place: int, *, may_return: bool
+    ) -> Claim | None:
+        """What became of a passed place, asked of Redis (lua/queue_claim.lua: an admission is
+        picked up, a place without one comes back in line). A picked-up admission is final, so
+        cached for good; anything else is asked again at the next poll."""
         key = (sale_id, number)
-        found = self._records.get(key)
+        found = self._claims.get(key)
         if found is None:
-            found = await self.room.queue_ticket(sale_id, number, place)
-            if found is not None:
-                self._bound(self._records)
-                self._records[key] = found
+            found = await self.room.queue_claim(sale_id, number, place, may_return=may_return)
+            if found is not None and found.admission is not None:
+                self._bound(self._claims)
+                self._claims[key] = found
         return found
 
-    def token(self, sale_id: str, number: int, place: int, record: TicketRecord) -> str:
-        """The ticket's admission token; the same one on every poll (its attempts are counted)."""
+    def token(self, sale_id: str, number: int, place: int, claim: Claim) -> str:
+        """The ticket's admission token; the same one on every poll (its attempts are counted).
+        Only a claimed admission gets one: an admission can be taken back only before that."""
         key = (sale_id, number)
         token = self._issued.get(key)
-        if token is None and record.admission is not None:
-            adm = record.admission
+        if token is None and claim.admission is not None:
+            adm = claim.admission
             token = self.tokens.issue(
-                sale_id, record.customer_id, place, adm.admitted_at_ms, adm.session_end_ms
+                sale_id, claim.customer_id, place, adm.admitted_at_ms, adm.session_end_ms
             )
             self._bound(self._issued)
             self._issued[key] = token
@@ -141,7 +143,8 @@ class RoomViews:
     def predicted(self, sale_id: str, number: int, admit_at_ms: int) -> None:
         """Remembers the first estimate this worker gave a ticket from a measured pace."""
         key = (sale_id, number)
-        if sale_id in self.measured and key not in self._predicted_ms:
+        pace = self.paces.get(sale_id)
+        if pace is not None and pace.measured and key not in self._predicted_ms:
             self._bound(self._predicted_ms)
             self._predicted_ms[key] = admit_at_ms
 

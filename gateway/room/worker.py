@@ -14,7 +14,8 @@ from flashsale.engine.settings import Settings
 from flashsale.engine.waiting_room import RoomState, WaitingRoom
 from flashsale.gateway.problems import Problem, engine_call
 from flashsale.gateway.room.admission import AdmissionLoops
-from flashsale.gateway.room.eta import eta_s
+from flashsale.gateway.room.eta import Pace, eta_s, shown
+from flashsale.gateway.room.polls import SOLD_OUT_SLOWER, heard, poll_after_ms
 from flashsale.gateway.room.tokens import KeyRing, Tickets, Tokens
 from flashsale.gateway.room.views import RoomViews
 from flashsale.gateway.sale_records import SaleRecords
@@ -30,13 +31,24 @@ def no_ticket(ticket: str) -> Problem:
 def _check(settings: Settings) -> None:
     """Settings that would make the room misbehave fail the start-up, not a request."""
     positive = ("queue_tick_ms", "queue_lease_ms", "queue_cache_ms", "queue_beat_flush_ms")
-    for name in (*positive, "queue_poll_ms", "token_max_attempts"):
+    for name in (*positive, "queue_poll_ms", "queue_poll_front_ms", "token_max_attempts"):
         if getattr(settings, name) < 1:
             raise ValueError(f"FLASHSALE_{name.upper()} must be at least 1")
-    if settings.queue_ghost_after_ms <= settings.queue_poll_ms + settings.queue_beat_flush_ms:
+    for name in ("queue_ghost_after_ms", "queue_claim_ms"):
+        if getattr(settings, name) < 0:
+            raise ValueError(f"FLASHSALE_{name.upper()} must not be negative")
+    # A worker may answer from a room state up to max(4 x cache, 1 s) old; an admission must
+    # wait for a poll at the front's interval after that.
+    stale_ms = max(4 * settings.queue_cache_ms, 1000)
+    if (
+        0
+        < settings.queue_claim_ms
+        <= min(settings.queue_poll_front_ms, settings.queue_poll_ms) + stale_ms
+    ):
         raise ValueError(
-            "FLASHSALE_QUEUE_GHOST_AFTER_MS must exceed the poll interval plus the heartbeat "
-            "flush interval, or waiters who poll on time would be skipped"
+            "FLASHSALE_QUEUE_CLAIM_MS must be 0 or exceed the front's poll interval plus the "
+            "room cache's longest age, or admissions of waiters who poll on time would be "
+            "taken back"
         )
     limits = ("rate_per_client_per_s", "rate_burst", "rate_per_sale_per_s")
     local = ("rate_status_per_s", "rate_status_burst", "rate_order_per_s", "rate_order_burst")
@@ -104,7 +116,6 @@ class QueueService:
         place = state.place_of(number)
         if place is None or place <= state.serving or state.ended or state.free_units <= 0:
             return None
-        self.views.beat(sale_id, place)
         return self._in_line(state, number, place, ticket)
 
     async def status_doc(
@@ -124,46 +135,78 @@ class QueueService:
             return self._head(state, ticket) | await self._passed(state, number, place, ticket)
         if state.ended:
             return self._head(state, ticket) | {"status": "expired", "reason": "the sale is over"}
-        if place is not None:
-            self.views.beat(sale_id, place)
         if state.free_units <= 0:
-            units = max(state.units_left, 0)
-            return self._head(state, ticket) | {"status": "sold_out", "units_left": units}
+            if place is not None:
+                self._beat(state, place, self.settings.queue_poll_ms * SOLD_OUT_SLOWER)
+            return self._sold_out(state, ticket)
         if place is None:
             return self._prequeue(state, ticket)
         return self._in_line(state, number, place, ticket)
 
     def _head(self, state: RoomState, ticket: str) -> Doc:
-        slow = 5 if state.free_units <= 0 else 1  # sold out: units come back rarely
         return {
             "ticket": ticket,
             "sale_id": state.sale_id,
-            "poll_after_ms": self.settings.queue_poll_ms * slow,
+            "poll_after_ms": poll_after_ms(self.settings, None, sold_out=state.free_units <= 0),
             "seed_sha256": state.seed_sha256 or None,
         }
 
+    def _beat(self, state: RoomState, place: int, advised_ms: int) -> None:
+        self.views.beat(state.sale_id, place, heard(self.settings, advised_ms))
+
+    def _sold_out(self, state: RoomState, ticket: str) -> Doc:
+        units = max(state.units_left, 0)
+        return self._head(state, ticket) | {"status": "sold_out", "units_left": units}
+
     async def _passed(self, state: RoomState, number: int, place: int, ticket: str) -> Doc:
-        record = await engine_call(self.views.ticket(state.sale_id, number, place))
-        if record is None:
+        claim = await engine_call(
+            self.views.claim(state.sale_id, number, place, may_return=not state.ended)
+        )
+        if claim is None:
             raise no_ticket(ticket)
-        admission = record.admission
-        if admission is None:
-            ghost_s = self.settings.queue_ghost_after_ms // 1000
-            return {"status": "expired", "reason": f"skipped: no poll for {ghost_s} s in line"}
+        if claim.outcome == "PASSED":
+            return {"status": "expired", "reason": "the sale is over"}
+        if claim.admission is None:  # back in line (or, oddly, not passed in Redis yet)
+            return self._back(state, ticket, claim.ahead)
+        admission = claim.admission
         self.views.admitted(state.sale_id, number, admission.admitted_at_ms)
         if admission.session_end_ms <= time.time() * 1000:
             return {"status": "expired", "reason": "the admission has lapsed"}
         return {
             "status": "admitted",
-            "token": self.views.token(state.sale_id, number, place, record),
+            "token": self.views.token(state.sale_id, number, place, claim),
             "token_expires_at": iso(admission.session_end_ms),
             "checkout_url": f"/v1/sales/{state.sale_id}/holds",
             "max_attempts": self.settings.token_max_attempts,
         }
 
+    def _back(self, state: RoomState, ticket: str, ahead: int) -> Doc:
+        """A place skipped while its holder was away (or whose admission nobody picked up) that
+        polled again: let in first, at the admission rate, when units are left."""
+        if state.free_units <= 0:
+            return self._sold_out(state, ticket)
+        rate = state.rate_per_s or self.views.pace(state).per_s
+        p50_s, p90_s = eta_s(ahead + 1, Pace(rate))
+        return self._head(state, ticket) | {
+            "poll_after_ms": poll_after_ms(self.settings, 0),
+            "status": "waiting",
+            "units_left": state.units_left,
+            "paused": state.status == "paused",
+            "prequeue": False,
+            "came_back": True,
+            "position": ahead + 1,
+            "ahead": ahead,
+            "queue_size": state.waiting + state.coming_back,
+            "eta_p50_s": round(p50_s),
+            "eta_p90_s": math.ceil(p90_s),
+            "eta_measured": False,
+        }
+
     def _prequeue(self, state: RoomState, ticket: str) -> Doc:
         """Before the draw a ticket may land anywhere in the pre-queue: half of it for p50."""
-        p50_pace, p90_pace = self.views.pace(state)
+        pace = self.views.pace(state)
+        p50_pace = pace.per_s
+        p90_pace = p50_pace if pace.measured else p50_pace / 1.5
         opens_in_s = max(0, state.starts_at_ms - state.now_ms) / 1000
         return self._head(state, ticket) | {
             "status": "waiting",
@@ -176,18 +219,23 @@ class QueueService:
             "opens_at": iso(state.starts_at_ms),
             "eta_p50_s": round(opens_in_s + 0.5 * state.seq / p50_pace),
             "eta_p90_s": round(opens_in_s + 0.9 * state.seq / p90_pace),
+            "eta_measured": pace.measured,
         }
 
     def _in_line(self, state: RoomState, number: int, place: int, ticket: str) -> Doc:
         """One dict, built at once: this is most of what the hot path does."""
         pace = self.views.pace(state)
         position = place - state.serving
-        self.views.predicted(state.sale_id, number, state.now_ms + int(position * 1000 / pace[0]))
-        p50_s, p90_s = eta_s(position, pace, self.views.age_s(state.sale_id))
+        self.views.predicted(
+            state.sale_id, number, state.now_ms + int(position * 1000 / pace.per_s)
+        )
+        p50_s, _ = eta = eta_s(position, pace, self.views.age_s(state.sale_id))
+        poll_ms = poll_after_ms(self.settings, p50_s)
+        self._beat(state, place, poll_ms)
         return {
             "ticket": ticket,
             "sale_id": state.sale_id,
-            "poll_after_ms": self.settings.queue_poll_ms,
+            "poll_after_ms": poll_ms,
             "seed_sha256": state.seed_sha256 or None,
             "status": "waiting",
             "units_left": state.units_left,
@@ -196,8 +244,9 @@ class QueueService:
             "position": position,
             "ahead": position - 1,
             "queue_size": state.waiting,
-            "eta_p50_s": round(p50_s),
-            "eta_p90_s": math.ceil(p90_s),  # rounded down, a p90 would undercut itself
+            "eta_p50_s": shown(eta)[0],
+            "eta_p90_s": shown(eta)[1],
+            "eta_measured": pace.measured,  # from the line's measured pace, not the setting alone
         }
 
     # --- metrics -------------------------------------------------------------------------------
@@ -226,7 +275,7 @@ class QueueService:
                 "flashsale_queue_waiting": state.waiting,
                 "flashsale_queue_admitted_total": state.admitted,
                 "flashsale_queue_active": state.active,
-                "flashsale_queue_abandoned_total": state.skipped,
+                "flashsale_queue_abandoned_total": state.abandoned,
                 "flashsale_queue_units_left": state.units_left,
                 "flashsale_queue_admit_rate_per_second": window.admit_rate() if window else 0.0,
                 "flashsale_queue_eta_p50_seconds": eta_s(
@@ -246,7 +295,8 @@ QUEUE_HELP = {
     "flashsale_queue_waiting": "Tickets in the waiting room not yet admitted.",
     "flashsale_queue_admitted_total": "Admissions the room has made since it opened.",
     "flashsale_queue_active": "Admitted sessions that have not placed a hold yet.",
-    "flashsale_queue_abandoned_total": "Waiters skipped at admission because they stopped polling.",
+    "flashsale_queue_abandoned_total": "Passed places holding no admission: skipped as ghosts or "
+    "admissions taken back unused (not let in since they came back).",
     "flashsale_queue_units_left": "Units the room may still admit for (admin key only).",
     "flashsale_queue_admit_rate_per_second": "Admissions per second measured by this worker.",
     "flashsale_queue_eta_p50_seconds": "Median wait estimate of the last ticket in line.",

@@ -50,6 +50,7 @@ class Shopper(FastHttpUser):
         self.plan = Plan.of(self.environment.parsed_options)
         self.prefix = f"/v1/sales/{self.plan.sale}"
         self.skus: list[str] = []
+        self.joining = False  # this journey asked to join the line (what it was told matters)
 
     @task
     def shop(self) -> None:
@@ -65,19 +66,24 @@ class Shopper(FastHttpUser):
                 self.plan.customer_secret, self.plan.audience, customer
             ),
         }
-        finished = False
+        finished = self.joining = False
         try:
             self._journey()
             finished = True
         finally:
-            if not finished:  # killed or broken in the middle: what happened is unknown
-                OUTCOMES.count("cut")
+            # Killed or broken in the middle: what happened is unknown, once it asked to join.
+            # Before that it only read the sale page: Locust stops a user between two journeys
+            # by killing it, and the kill can land just after the next journey began (its wait
+            # ended as the stop came), in its first request.
+            if not finished:
+                OUTCOMES.count("cut" if self.joining else "stopped_before_joining")
 
     def _journey(self) -> None:
         self.skus = sale_skus(self, self.prefix)
         if not self.skus:
             OUTCOMES.count("errors")
             return
+        self.joining = True
         joined = self._join()
         if joined is None:
             return
@@ -128,7 +134,7 @@ class Shopper(FastHttpUser):
         """Polls the ticket at the interval each answer advises until admitted (the token), or
         leaves: out of patience, or on purpose at its moment (--leave-share), silently."""
         ticket, leave_at = doc["ticket"], time.monotonic() + self.plan.patience_s
-        walk_out_at, seen_sold_out, in_line = self._walk_out_at(doc), False, 0
+        walk_out_at, seen_sold_out, noted = self._walk_out_at(doc), False, False
         while True:
             status = doc["status"]
             if status == "admitted":
@@ -151,6 +157,7 @@ class Shopper(FastHttpUser):
                 OUTCOMES.leavers.append([ticket, int(time.time() * 1000)])
                 return None
             time.sleep(pause_s)
+            asked_at = time.time()
             with self.client.get(
                 f"{self.prefix}/queue/{ticket}", name=STATUS, catch_response=True
             ) as reply:
@@ -159,13 +166,13 @@ class Shopper(FastHttpUser):
                     OUTCOMES.count("errors")
                     return None
                 doc = reply.json()
-            if doc["status"] == "waiting" and not doc.get("prequeue"):
-                in_line += 1
-                if in_line == 2:  # the answer does not say whether the pace is measured yet
-                    given_at_ms = int(time.time() * 1000)
-                    OUTCOMES.estimates.append(
-                        [ticket, given_at_ms, doc["eta_p50_s"], doc["eta_p90_s"]]
-                    )
+            if not noted and doc["status"] == "waiting" and doc.get("eta_measured"):
+                noted = True  # the first estimate from the line's measured pace
+                # It counts from the moment of the answer: between asking and hearing (on a
+                # busy load generator the reply can sit a while before this line runs).
+                given_at_ms = int((asked_at + time.time()) * 500)
+                estimate = [doc["eta_p50_s"], doc["eta_p90_s"], doc["position"]]
+                OUTCOMES.estimates.append([ticket, given_at_ms, *estimate])
 
     def _walk_out_at(self, doc: dict[str, Any]) -> float:
         """When this shopper leaves the line on purpose: never (inf) but for --leave-share of
