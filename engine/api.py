@@ -9,10 +9,11 @@ from typing import Any
 
 from redis.commands.core import AsyncScript
 
-from flashsale.engine import keys, logs
+from flashsale.engine import feed_apply, keys, logs
 from flashsale.engine.batcher import ScriptBatcher
 from flashsale.engine.connection import RedisClient, hgetall, redis_errors, smembers
 from flashsale.engine.errors import EngineUnavailable, InvalidInput
+from flashsale.engine.feeds import FeedChange, FeedRef, FeedRow
 from flashsale.engine.results import (
     AdjustResult,
     Code,
@@ -326,6 +327,12 @@ class Engine:
         if code is not Code.OK:
             return AdjustResult(code)
         return AdjustResult(code, int(reply[1]), int(reply[2]), int(reply[3]))
+
+    async def apply_feed(
+        self, sale_id: str, rows: Sequence[FeedRow], ref: FeedRef
+    ) -> list[FeedChange]:
+        """A supplier feed's levels set as the sale's offers (engine/feed_apply.py)."""
+        return await feed_apply.apply_feed(self, sale_id, rows, ref)
 
     async def stock(self, sale_id: str) -> SaleState | None:
         """One consistent snapshot of a sale's config and stock; None for an unknown sale."""

@@ -16,6 +16,7 @@ SCRIPT_NAMES = (
     "extend",
     "sweep",
     "adjust",
+    "apply_feed",
     "load_sale",
     "set_status",
     "stock",
@@ -24,8 +25,8 @@ SCRIPT_NAMES = (
     "queue_state",
     "queue_beat",
     "queue_ticket",
-    "rate_limit",
     "queue_claim",
+    "rate_limit",
     "restore_stock",
     "restore_holds",
 )
@@ -52,6 +53,7 @@ class Scripts:
     extend: AsyncScript
     sweep: AsyncScript
     adjust: AsyncScript
+    apply_feed: AsyncScript
     load_sale: AsyncScript
     set_status: AsyncScript
     stock: AsyncScript
@@ -60,9 +62,9 @@ class Scripts:
     queue_state: AsyncScript
     queue_beat: AsyncScript
     queue_ticket: AsyncScript
+    queue_claim: AsyncScript
     rate_limit: AsyncScript
     restore_stock: AsyncScript
-    queue_claim: AsyncScript
     restore_holds: AsyncScript
 
     @classmethod

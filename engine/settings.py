@@ -112,6 +112,22 @@ class Settings:
     saga_concurrency: int = 32  # steps in flight per reconciler process
     saga_lease_ms: int = 30_000  # a claimed step another process may take over after this
     backorder_wait_days: int = 7  # the promised date offered with the "wait" option
+    # Supplier stock files and polls (reconciler/intake/): the drop folder the reconciler
+    # watches (default <run_dir>/feeds; one folder per supplier, done/ and failed/ in it) and
+    # the upload route writes into; records per delivery handed to the feed core.
+    feed_dir: str = ""
+    feed_file_max_bytes: int = 1_073_741_824  # an upload's cap (PUT .../feed/file)
+    feed_chunk_records: int = 1_000  # at most engine.feeds.MAX_DELIVERY_RECORDS
+    feed_scan_ms: int = 1_000  # how often the drop folder is looked at
+    feed_settle_ms: int = 1_000  # a file changed more recently than this is still being written
+    feed_poll_timeout_ms: int = 10_000  # one GET of a supplier's stock endpoint
+    feed_poll_max_bytes: int = 67_108_864  # a poll body larger than this is a poll error
+    feed_poll_backoff_cap_ms: int = 300_000  # longest wait between polls while they fail
+    # Supplier feed webhooks (gateway/feeds.py): body cap, the signature's time window, and the
+    # key that seals feed secrets at rest (store/feed_secrets.py; needed to store a secret).
+    feed_max_body_bytes: int = 2_097_152
+    feed_signature_window_s: int = 300
+    feed_key: str = ""
 
     @property
     def dev(self) -> bool:
@@ -152,6 +168,10 @@ class Settings:
     @property
     def run_path(self) -> Path:
         return Path(self.run_dir).resolve()
+
+    @property
+    def feed_path(self) -> Path:
+        return Path(self.feed_dir).resolve() if self.feed_dir else self.run_path / "feeds"
 
 
 def _parse(kind: type, raw: str, name: str) -> object:
@@ -211,6 +231,7 @@ DEV_SECRETS = {
     "token_secret": "dev-token-secret",
     "webhook_secret": "dev-webhook-secret",
     "customer_secret": "dev-customer-secret-not-for-production",
+    "feed_key": "dev-feed-key-not-for-production",
 }
 KNOWN_DEFAULTS = frozenset(DEV_SECRETS.values()) | {"changeme", "secret", "password"}
 SECRETS = ("admin_key", "token_secret", "webhook_secret")  # each one value, always needed
@@ -268,6 +289,8 @@ def secret_problems(settings: Settings) -> list[str]:
     except ValueError as exc:
         return [*problems, str(exc)]
     problems += [_weak("token_previous_secrets", s) for s in previous]
+    if settings.feed_key:  # optional: without it no feed secret can be stored or checked
+        problems.append(_weak("feed_key", settings.feed_key))
     if customer:
         problems += [_weak("customer_secret", s) for s in customer]
     elif not settings.customer_jwks:

@@ -1,8 +1,8 @@
 """The `flashsale` command: the product's subcommands, and those that plug in from other parts.
 
-`serve`, `reconcile`, `migrate`, `audit`, `recover`, `saga` and `services` need only the runtime
-dependencies. The load-test side (`loadtest`, `demo`, `bench`, `sim`) plugs in through the
-entry-point group `flashsale.commands`: each entry point names a function that adds its
+`serve`, `reconcile`, `migrate`, `audit`, `recover`, `saga`, `feeds` and `services` need only
+the runtime dependencies. The load-test side (`loadtest`, `demo`, `bench`, `sim`) plugs in
+through the entry-point group `flashsale.commands`: each entry point names a function that adds its
 subparser. A plugin that cannot be imported is skipped with a warning, so a broken or missing
 load-test install never stops `serve`.
 """
@@ -159,6 +159,13 @@ def _saga(args: argparse.Namespace) -> int:
     return run_async(cli.saga_retry_main(load_settings(), args))
 
 
+def _feeds(args: argparse.Namespace) -> int:
+    from flashsale.reconciler.intake import commands
+
+    main = commands.load_main if args.action == "load" else commands.replay_main
+    return run_async(main(load_settings(), args))
+
+
 def _verify_draw(args: argparse.Namespace) -> int:
     from flashsale import verify_draw
 
@@ -211,6 +218,24 @@ def _add_reconciler_commands(sub: Subparsers) -> None:
     saga.add_argument("action", choices=["retry"], help="retry: run a dead-lettered step again")
     saga.add_argument("--order", action="append", required=True, help="order id (repeatable)")
     saga.set_defaults(func=_saga)
+    _add_feed_commands(sub)
+
+
+def _add_feed_commands(sub: Subparsers) -> None:
+    feeds = sub.add_parser("feeds", help="supplier stock feeds: load a stock file, replay")
+    actions = feeds.add_subparsers(dest="action", required=True)
+    load = actions.add_parser("load", help="apply a CSV/JSON/XML stock file (progress on stderr)")
+    load.add_argument("file", help="the stock file (read as a stream, any size)")
+    load.add_argument("--supplier", required=True, help="the supplier whose stock it is")
+    load.add_argument("--format", choices=["csv", "json", "xml"], help="default: by extension")
+    load.add_argument("--as-of", help="ISO 8601 time of rows without one (default: file mtime)")
+    load.add_argument(
+        "--chunk", type=int, help="records per delivery (FLASHSALE_FEED_CHUNK_RECORDS)"
+    )
+    replay = actions.add_parser("replay", help="re-apply a delivery's quarantined records")
+    replay.add_argument("--delivery", required=True, help="the delivery id")
+    replay.add_argument("--supplier", help="needed when several suppliers used that id")
+    feeds.set_defaults(func=_feeds)
 
 
 def _add_plugins(sub: Subparsers) -> None:

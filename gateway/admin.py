@@ -18,6 +18,7 @@ from flashsale.gateway.responses import json_response, read_json
 from flashsale.gateway.schemas import iso, parse_sale
 from flashsale.gateway.state import GatewayState
 from flashsale.store import sales
+from flashsale.store.feed_intake import apply_to_sale
 
 STATUS_OF_ACTION = {"open": "open", "pause": "paused", "close": "closed"}
 
@@ -51,6 +52,8 @@ async def put_sale(request: Request) -> Response:
             if result.code not in (Code.OK, Code.ALREADY_LOADED):
                 detail = f"{result.code}: sku {result.sku} supplier {result.supplier}".strip()
                 raise _Rollback(from_code(result.code, detail))
+            # Suppliers with a stock feed: the sale offers what their newest levels allow.
+            await apply_to_sale(conn, state.engine, record.sale_id)
     except _Rollback as exc:
         raise exc.problem from None
     except sales.StoreConflict as exc:

@@ -19,7 +19,16 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from flashsale.engine import Engine, InvalidInput, Settings, load_settings, logs
 from flashsale.engine.connection import connect
 from flashsale.engine.settings import secret_problems
-from flashsale.gateway import admin, checkout, ops, orders, sales
+from flashsale.gateway import (
+    admin,
+    checkout,
+    feed_upload,
+    feeds,
+    ops,
+    orders,
+    sales,
+    suppliers,
+)
 from flashsale.gateway.http import ADMIN_MAX_BYTES, header, send_problem
 from flashsale.gateway.metrics import OUTCOME_KEY, REDIS_WAIT_SHORT, count_batch
 from flashsale.gateway.openapi import openapi_body, openapi_json
@@ -40,15 +49,23 @@ class BodyLimitMiddleware:
     reads its body cannot act on a request carrying a huge one. Streamed bodies are also counted
     where they are read (gateway/http.py, gateway/responses.py)."""
 
-    def __init__(self, app: ASGIApp, public_max_bytes: int) -> None:
+    def __init__(
+        self, app: ASGIApp, public_max_bytes: int, feed_max_bytes: int, file_max_bytes: int
+    ) -> None:
         self.app = app
         self.public_max_bytes = public_max_bytes
+        self.feed_max_bytes = feed_max_bytes  # a supplier's stock webhook
+        self.file_max_bytes = file_max_bytes  # a stock file upload (gateway/feed_upload.py)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
-            limit = (
-                ADMIN_MAX_BYTES if scope["path"].startswith("/v1/admin/") else self.public_max_bytes
-            )
+            limit = self.public_max_bytes
+            if scope["path"].endswith("/feed/file"):
+                limit = self.file_max_bytes
+            elif scope["path"].startswith("/v1/admin/"):
+                limit = ADMIN_MAX_BYTES
+            elif scope["path"].startswith("/v1/feeds/"):
+                limit = self.feed_max_bytes
             declared = header(scope, b"content-length")
             if declared is not None and (not declared.isdigit() or int(declared) > limit):
                 problem = Problem(413, "PAYLOAD_TOO_LARGE", f"bodies are limited to {limit} bytes")
@@ -135,6 +152,12 @@ def routes() -> list[Route]:
         Route("/v1/admin/sales/{sale}", admin.put_sale, methods=["PUT"]),
         Route("/v1/admin/sales/{sale}", admin.get_sale_live, methods=["GET"]),
         Route("/v1/admin/sales/{sale}/{action}", admin.change_status, methods=["POST"]),
+        Route("/v1/admin/suppliers/{supplier}", suppliers.put_supplier, methods=["PUT"]),
+        Route("/v1/admin/suppliers/{supplier}", suppliers.get_supplier, methods=["GET"]),
+        Route("/v1/feeds/{supplier}", feeds.post_feed, methods=["POST"]),
+        Route(
+            "/v1/admin/suppliers/{supplier}/feed/file", feed_upload.put_feed_file, methods=["PUT"]
+        ),
         Route("/v1/orders/{order}", orders.get_order, methods=["GET"]),
         Route("/v1/admin/orders/{order}", orders.get_order_admin, methods=["GET"]),
         Route("/v1/admin/backorders", orders.list_backorders, methods=["GET"]),
@@ -189,7 +212,12 @@ def create_app(settings: Settings) -> Starlette:
         Exception: on_crash,
     }
     app = Starlette(routes=routes(), lifespan=lifespan, exception_handlers=handlers)
-    app.add_middleware(BodyLimitMiddleware, public_max_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        BodyLimitMiddleware,
+        public_max_bytes=settings.max_body_bytes,
+        feed_max_bytes=settings.feed_max_body_bytes,
+        file_max_bytes=settings.feed_file_max_bytes,
+    )
     app.add_middleware(MetricsMiddleware)
     app.add_middleware(RequestIds, access_log=settings.access_log)  # outermost: every answer
     app.state.openapi = openapi_body(settings)

@@ -9,6 +9,14 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from flashsale.engine.settings import Settings
+from flashsale.gateway.openapi_feeds import (
+    DELIVERY,
+    FILE_BODY,
+    FILE_NOTES,
+    SUPPLIER_FEED,
+    WEBHOOK_NOTES,
+    feed_schemes,
+)
 
 ID = {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"}
 TIME = {"type": "string", "format": "date-time"}
@@ -190,6 +198,16 @@ def document(settings: Settings) -> dict[str, Any]:
     decide["parameters"] = [
         {"name": "backorder", "in": "path", "required": True, "schema": {"type": "integer"}}
     ]
+    feed_hook = _op(
+        "A supplier's signed stock delivery (202 with counts; 200: a delivery id seen before)",
+        (200, 202),
+        ["supplier"],
+        "Delivery",
+    )
+    feed_hook["security"] = [{"feedSignature": [], "feedTimestamp": []}]
+    feed_hook["description"] = WEBHOOK_NOTES
+    feed_file = _op("A stock file for the supplier's feed (202: queued)", 202, ["supplier"])
+    feed_file.update(description=FILE_NOTES, requestBody=FILE_BODY, security=[{"adminKey": []}])
     page = _op("The waiting-room page (HTML)", 200, ["sale"])
     receipt = _op("The fairness receipt of the pre-queue draw (409 before it)", 200, ["sale"])
     receipt["parameters"] += [
@@ -237,6 +255,18 @@ def document(settings: Settings) -> dict[str, Any]:
         },
         "/v1/admin/backorders": {"get": backorders},
         "/v1/admin/backorders/{backorder}/decision": {"post": decide},
+        "/v1/admin/suppliers/{supplier}": {
+            "put": _op(
+                "Create (201) or replace (200) a supplier's stock feed",
+                (200, 201),
+                ["supplier"],
+                "SupplierFeed",
+                admin=True,
+            ),
+            "get": _op("A supplier's feed, no secret, and health", 200, ["supplier"], admin=True),
+        },
+        "/v1/admin/suppliers/{supplier}/feed/file": {"put": feed_file},
+        "/v1/feeds/{supplier}": {"post": feed_hook},
         "/healthz": {"get": _op("Liveness, no I/O", 200, [])},
         "/readyz": {"get": _op("Redis and PostgreSQL reachable", 200, [])},
         "/metrics": {"get": _op("Prometheus text", 200, [])},
@@ -253,6 +283,8 @@ def document(settings: Settings) -> dict[str, Any]:
                 "Confirm": CONFIRM,
                 "Join": _obj({"customer_id": ID}),
                 "BackorderDecision": DECISION,
+                "SupplierFeed": SUPPLIER_FEED,
+                "Delivery": DELIVERY,
                 "Problem": PROBLEM_SCHEMA,
             },
             "securitySchemes": {
@@ -264,6 +296,7 @@ def document(settings: Settings) -> dict[str, Any]:
                     "description": "a JWT the shop signs: sub (the customer), exp, aud",
                 },
                 "admissionToken": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"},
+                **feed_schemes(settings.feed_signature_window_s),
             },
         },
     }

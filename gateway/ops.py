@@ -11,6 +11,7 @@ from starlette.types import Receive, Scope, Send
 from flashsale.engine.connection import memory_info
 from flashsale.engine.errors import EngineUnavailable
 from flashsale.gateway import callers
+from flashsale.gateway.feed_status import HELP as FEED_HELP
 from flashsale.gateway.http import send_bytes
 from flashsale.gateway.metrics import CONTENT_TYPE, Sample, render
 from flashsale.gateway.responses import json_response
@@ -105,6 +106,7 @@ async def metrics(request: Request) -> Response:
         with contextlib.suppress(EngineUnavailable):
             samples += await _stock_samples(state)
     samples += await request.app.state.queue.metric_gauges(units=exact)
+    samples += await state.feeds.samples()
     return Response(render(samples, HELP), media_type=CONTENT_TYPE)
 
 
@@ -117,4 +119,5 @@ HELP = {
     "sold); with the admin key only, unless FLASHSALE_PUBLIC_STOCK=exact.",
     "flashsale_sales_unreadable": "Sales whose stock could not be read during the scrape.",
     **QUEUE_HELP,
+    **FEED_HELP,
 }

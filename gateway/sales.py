@@ -15,6 +15,7 @@ from flashsale.gateway.problems import Problem, invalid, unavailable
 from flashsale.gateway.responses import json_response
 from flashsale.gateway.schemas import iso
 from flashsale.gateway.state import GatewayState
+from flashsale.store.feeds import SaleFeedStatus
 
 LOW_STOCK_SHARE = 0.1
 
@@ -75,4 +76,15 @@ async def get_sale(request: Request) -> Response:
             for s in live.skus
         ],
     }
+    add_feed_status(doc, await state.feeds.sale(sale_id))
     return json_response(doc, headers={"Cache-Control": "public, max-age=1"})
+
+
+def add_feed_status(doc: dict[str, Any], status: SaleFeedStatus | None) -> None:
+    """`stock_as_of`: how current the stock of suppliers with a feed is (the oldest of their
+    newest levels; null without a feed, before its first level, or while PostgreSQL cannot
+    say); `updating`: a supplier of the sale has a stale feed (the "inventory updating"
+    badge). Items keep their shape: a level, never a count."""
+    at = status.stock_as_of_ms if status else None
+    doc["stock_as_of"] = iso(at) if at is not None else None
+    doc["updating"] = bool(status and status.updating)

@@ -10,6 +10,8 @@ from typing import Any
 from flashsale.engine import Engine, Settings
 from flashsale.engine.rate_limit import RateLimiter
 from flashsale.engine.results import SaleState
+from flashsale.gateway.feed_status import FeedViews
+from flashsale.gateway.feed_turns import SupplierTurns
 from flashsale.gateway.identity import CustomerTokens
 from flashsale.gateway.metrics import RequestMetrics
 from flashsale.gateway.rate_limits import RateLimits
@@ -27,6 +29,8 @@ class GatewayState:
     customers: CustomerTokens
     limits: RateLimits
     metrics: RequestMetrics
+    feeds: FeedViews  # supplier feed freshness and health, from PostgreSQL
+    feed_turns: SupplierTurns = field(default_factory=SupplierTurns)  # webhook deliveries
     _views: dict[str, tuple[float, SaleState | None]] = field(default_factory=dict)
 
     @classmethod
@@ -37,7 +41,7 @@ class GatewayState:
         records = SaleRecords(pool)
         limits = RateLimits(settings, RateLimiter(engine), records)
         customers = CustomerTokens.from_settings(settings)
-        return cls(settings, engine, pool, records, customers, limits, metrics)
+        return cls(settings, engine, pool, records, customers, limits, metrics, FeedViews(pool))
 
     async def cached_stock(self, sale_id: str) -> SaleState | None:
         """A sale's stock at most PUBLIC_VIEW_TTL_S old: a crowd refreshing the sale page costs

@@ -69,17 +69,25 @@ def add_demo(sub: Subparsers) -> None:
 
 def add_bench(sub: Subparsers) -> None:
     bench = sub.add_parser("bench", help="run one benchmark, or all, and print one table")
-    targets = ["engine", "pg", "gateway", "queue", "reconcile", "wait", "all"]
+    targets = ["engine", "pg", "gateway", "queue", "reconcile", "wait", "feeds", "all"]
     bench.add_argument("target", nargs="?", default="all", choices=targets)
     bench.add_argument(
         "--requests", type=int, default=100_000, help="reservations per side (pg: 1/10 on postgres)"
     )
     bench.add_argument("--concurrency", type=int, default=50, help="concurrent callers per side")
-    bench.add_argument("--seconds", type=int, default=10, help="gateway, queue: wrk s per side")
+    bench.add_argument(
+        "--seconds", type=int, default=10, help="gateway, queue: wrk s per side; feeds: webhooks"
+    )
     bench.add_argument("--connections", type=int, default=64, help="gateway: wrk connections")
     bench.add_argument("--workers", type=int, default=2, help="gateway: uvicorn workers")
     bench.add_argument(
         "--events", type=int, default=10_000, help="reconcile: checkouts (2 stream events each)"
+    )
+    bench.add_argument(
+        "--feed-rows", type=int, default=100_000, help="feeds: stock file rows (10 suppliers)"
+    )
+    bench.add_argument(
+        "--feed-rate", type=int, default=1_000, help="feeds: webhook records per second"
     )
     bench.set_defaults(func=_bench)
 

@@ -1,11 +1,13 @@
 """`flashsale demo`: a one-minute flash sale over HTTP. It starts a gateway, the reconciler (with
 the order saga) and the simulated payment provider, suppliers and webhook receiver, creates a
 sale with a waiting room and two suppliers per sku, sends a Locust crowd of shoppers, bots and
-an admin at it, prints the load-test report and what the saga made of the orders, and stops
-everything it started."""
+an admin at it, and mid-sale has supplier acme's stock feed cut its red sneakers
+(loadtests/demo_feed.py); prints the load-test report, what the saga made of the orders and of
+the cut, and stops everything it started."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import signal
@@ -17,7 +19,7 @@ from pathlib import Path
 
 from flashsale import services
 from flashsale.engine import Settings
-from flashsale.loadtests import loadtest, saga_report
+from flashsale.loadtests import demo_feed, loadtest, saga_report
 from flashsale.loadtests.crowd.passes import customer_token
 from flashsale.loadtests.gateway_process import gateway
 from flashsale.loadtests.options import LoadOptions
@@ -93,7 +95,7 @@ async def run(settings: Settings) -> int:
     sale = f"demo-{time.strftime('%Y%m%d-%H%M%S')}"
     out = Path("artifacts/demo") / sale
     out.mkdir(parents=True, exist_ok=True)
-    env = {**urls, **GATEWAY_ENV, **saga_report.SAGA_ENV, **secret_env}
+    env = {**urls, **GATEWAY_ENV, **saga_report.SAGA_ENV, **secret_env, **demo_feed.feed_env()}
     code = 2
     with contextlib.ExitStack() as stack:
         for party in sim.PARTIES:  # the saga's outside parties, with this run's credentials
@@ -120,9 +122,15 @@ async def run(settings: Settings) -> int:
         options = LoadOptions(
             gw.url, sale, out, users=USERS, spawn_rate=SPAWN_RATE, duration_s=DURATION_S
         )
+        act = demo_feed.FeedAct(api, demo_feed.sim_url(settings))
+        await act.configure()
+        cut = asyncio.create_task(act.cut_later())  # mid-sale, acme's feed cuts its stock
         code = await loadtest.run(settings, options)
+        cut.cancel()
+        await asyncio.gather(cut, return_exceptions=True)
         await saga_report.settle(settings, sale)
         print("\n" + await saga_report.summary(settings, sale), flush=True)
+        print(await act.summary(settings), flush=True)
         print(f"\nthe queue page was {api.page_url} (stopped with the demo)", flush=True)
     return code
 

@@ -9,10 +9,13 @@ from flashsale.engine import Engine, keys
 from flashsale.engine.invariants import check_sale
 from flashsale.engine.results import SaleState
 from flashsale.reconciler.streams import Lag, SaleStream, consumer_name, count_dead
+from flashsale.store import feeds
 from flashsale.store.audit import (
+    FedLevel,
     Key,
     Ledger,
     PgStock,
+    fed_levels,
     ledger_sums,
     order_units,
     orders_undone,
@@ -39,6 +42,10 @@ class Audit:
     settled: bool  # nothing unflushed and nothing new while reading: sides comparable
     strict: bool
     violations: dict[int, list[str]] = field(default_factory=lambda: defaultdict(list))
+    # Supplier stock feeds of the sale's suppliers: shown, never a violation (a level describes
+    # the supplier, not the sale's books).
+    fed: dict[Key, FedLevel] = field(default_factory=dict)
+    feed_health: list[feeds.FeedHealth] = field(default_factory=list)
 
     @property
     def pending(self) -> bool:
@@ -130,6 +137,11 @@ async def audit(engine: Engine, conn: Connection, sale_id: str, *, strict: bool 
         settled=False,
         strict=strict,
     )
+    found.fed = await fed_levels(conn, sale_id)
+    for supplier_id in sorted({supplier for _, supplier in found.fed}):
+        health = await feeds.health(conn, supplier_id)
+        if health is not None:
+            found.feed_health.append(health)
     holds_bad = await compare_holds(engine, conn, sale_id)
     after = await stream.lag()
     # Comparable only if everything was flushed before the reads and nothing new came since.
@@ -184,6 +196,31 @@ def _verdict(found: Audit, number: int) -> str:
     return "ok"
 
 
+def _feed_lines(found: Audit) -> list[str]:
+    """Per fed supplier its health, per fed (sku, supplier) what the sale offers, holds and owes
+    against the level (offered + held + sold-not-allocated stays within on_hand less what was
+    allocated since, unless the level came after the units were taken: its shortfall)."""
+    lines = []
+    for h in found.feed_health:
+        lines.append(
+            f"feed {h.supplier_id}: {'STALE' if h.stale else 'fresh'}, last update "
+            f"{h.age_s:.1f} s ago, {h.quarantine_open} quarantined for review, "
+            f"{h.poll_errors} poll errors"
+        )
+    skus = found.state.skus if found.state else ()
+    redis = {(k.sku, s.supplier): s for k in skus for s in k.suppliers}
+    for (sku, supplier), level in sorted(found.fed.items()):
+        r = redis.get((sku, supplier))
+        if r is None:
+            continue
+        pending = max(0, r.sold - level.settled)
+        lines.append(
+            f"    {sku}/{supplier}: on_hand {level.on_hand} - {level.allocated_since} allocated "
+            f"since; offered {r.available} + held {r.reserved} + sold not allocated {pending}"
+        )
+    return lines
+
+
 def render(found: Audit, sale_id: str, now_ms: int) -> str:
     state = found.state
     head = (
@@ -198,6 +235,7 @@ def render(found: Audit, sale_id: str, now_ms: int) -> str:
         f"reconciler lag: {found.lag.entries} events not flushed (oldest {age_s:.2f} s), "
         f"{found.dead} dead letters"
     )
+    lines += _feed_lines(found)
     for number, title in INVARIANTS.items():
         lines.append(f"invariant {number} {title:<38} {_verdict(found, number)}")
         lines += [f"    - {m}" for m in found.violations.get(number, [])[:20]]

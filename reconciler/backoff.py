@@ -44,3 +44,12 @@ def next_batch_size(current: int, got: int, low: int, high: int) -> int:
     if got < current // 4:
         return max(low, current // 2)
     return current
+
+
+def full_jitter_ms(
+    base_ms: int, cap_ms: int, attempt: int, rand: Callable[[], float] = random.random
+) -> float:
+    """Anywhere in [0, min(cap, base * 2**attempt)]: the feed poller's wait after `attempt + 1`
+    failed polls. Pollers of many suppliers that failed together spread over the whole window."""
+    ceiling: float = min(cap_ms, base_ms * 2 ** min(attempt, 30))
+    return rand() * ceiling

@@ -8,7 +8,8 @@ import contextlib
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Coroutine
+from typing import Any
 
 import asyncpg  # type: ignore[import-untyped,unused-ignore]  # asyncpg ships no type hints
 import httpx
@@ -21,6 +22,8 @@ from flashsale.reconciler import metrics as metrics_http
 from flashsale.reconciler.adapters import HttpPaymentProvider, HttpSuppliers
 from flashsale.reconciler.audit import audit, render
 from flashsale.reconciler.config import ReconcilerConfig
+from flashsale.reconciler.intake.drop import DropConfig, DropWatcher
+from flashsale.reconciler.intake.poll import PollConfig, Poller
 from flashsale.reconciler.metrics import CountedSuppliers, Metrics
 from flashsale.reconciler.outbox import OutboxConfig, OutboxDelivery
 from flashsale.reconciler.recover import recover
@@ -30,6 +33,9 @@ from flashsale.reconciler.watch import Watch, WatchConfig
 from flashsale.reconciler.worker import Reconciler, log_stderr
 from flashsale.store.migrate import migrate
 from flashsale.store.saga import claims
+from flashsale.store.saga.feed_room import FeedRoom
+
+Job = Callable[[asyncio.Event], Coroutine[Any, Any, None]]
 
 
 @contextlib.asynccontextmanager
@@ -97,12 +103,22 @@ async def saga_jobs(
                 settings.supplier_lock_s,
                 tuple(s for s in settings.secondary_suppliers.split(",") if s),
                 settings.backorder_wait_days,
+                FeedRoom(pool),
             )
             runner = SagaRunner(pool, parties, SagaConfig.from_settings(settings), metrics)
             outbox = OutboxConfig(settings.local_webhook_urls, settings.webhook_secret)
             yield runner, OutboxDelivery(pool, hooks, outbox, metrics)
     finally:
         await pool.close()
+
+
+@contextlib.asynccontextmanager
+async def feed_jobs(settings: Settings, engine: Engine) -> AsyncIterator[list[Job]]:
+    """The supplier feed connectors the reconciler runs: the drop folder and the poller."""
+    async with httpx.AsyncClient(follow_redirects=False) as client:
+        drop = DropWatcher(DropConfig.from_settings(settings), engine)
+        poller = Poller(PollConfig.from_settings(settings), engine, client)
+        yield [drop.run, poller.run]
 
 
 async def reconcile(settings: Settings, args: argparse.Namespace) -> int:
@@ -113,12 +129,14 @@ async def reconcile(settings: Settings, args: argparse.Namespace) -> int:
     async with contextlib.AsyncExitStack() as stack:
         engine = await stack.enter_async_context(engine_for(settings))
         metrics = Metrics()
-        jobs = []
+        jobs: list[Job] = []
         if settings.saga and not args.once:
             runner, outbox = await stack.enter_async_context(saga_jobs(settings, engine, metrics))
             jobs = [runner.run, outbox.run]
         if config.metrics_port and not args.once:
             jobs.append(Watch(engine, watch_config(settings, config), metrics).run)
+        if not args.once:
+            jobs += await stack.enter_async_context(feed_jobs(settings, engine))
         worker = Reconciler(engine, config, jobs=jobs)
         worker.metrics = metrics
         loop = asyncio.get_running_loop()

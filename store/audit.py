@@ -6,6 +6,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 from flashsale.store.db import Connection
+from flashsale.store.feed_intake import SETTLED
 
 Key = tuple[str, str]  # (sku, supplier_id)
 
@@ -75,3 +76,35 @@ async def order_units(conn: Connection, sale_id: str) -> dict[Key, int]:
 async def orders_undone(conn: Connection, sale_id: str) -> dict[str, bool]:
     """Every order of the sale -> whether a compensation gave its units back."""
     return {str(r["order_id"]): bool(r["undone"]) for r in await conn.fetch(_ORDERS, sale_id)}
+
+
+@dataclass(frozen=True, slots=True)
+class FedLevel:
+    """The newest stock feed level of one (sku, supplier) of a sale, and what the sale owes it."""
+
+    on_hand: int
+    allocated_since: int
+    as_of_ms: int
+    settled: int  # units sold from it that no longer wait for it (feed_intake.SETTLED)
+
+
+_FED = """
+SELECT l.sku, l.supplier_id, l.on_hand, l.allocated_since,
+       (extract(epoch FROM l.as_of) * 1000)::bigint AS as_of_ms,
+       coalesce((SELECT sum(a.qty) FROM order_allocations a JOIN orders o USING (order_id)
+                 WHERE o.sale_id = m.sale_id AND a.sku = m.sku AND a.hold_supplier = m.supplier_id
+                   AND a.status = ANY($2::text[])), 0)::bigint AS settled
+FROM supplier_skus m JOIN feed_levels l USING (supplier_id, sku)
+WHERE m.sale_id = $1
+"""
+
+
+async def fed_levels(conn: Connection, sale_id: str) -> dict[Key, FedLevel]:
+    """(sku, supplier) -> its feed level, for the sale's suppliers that have one."""
+    rows = await conn.fetch(_FED, sale_id, list(SETTLED))
+    return {
+        (r["sku"], r["supplier_id"]): FedLevel(
+            r["on_hand"], r["allocated_since"], r["as_of_ms"], r["settled"]
+        )
+        for r in rows
+    }

@@ -26,7 +26,7 @@ from flashsale.store.migrate import migrate
 from flashsale.store.saga.model import FINAL
 
 
-def free_base(count: int = 3) -> int:
+def free_base(count: int = len(sim.PARTIES)) -> int:
     """A port p with p .. p+count-1 all free on loopback."""
     for _ in range(200):
         with socket.socket() as s:
@@ -69,7 +69,7 @@ def saga_settings(settings: Settings, base: int, database_url: str, run_dir: str
 
 @contextmanager
 def simulators(settings: Settings) -> Iterator[None]:
-    """The three simulators; stopped through their pid files, so one a test restarted goes too."""
+    """The simulators; stopped through their pid files, so one a test restarted goes too."""
     try:
         for party in sim.PARTIES:
             proc = sim.start(settings, party, log=False)
@@ -81,7 +81,7 @@ def simulators(settings: Settings) -> Iterator[None]:
 
 
 class Sims:
-    """The control routes of the three simulators."""
+    """The control routes of the simulators."""
 
     def __init__(self, settings: Settings) -> None:
         ports = sim.ports(settings)
@@ -115,6 +115,10 @@ class Sims:
 
     def allocations(self) -> list[dict[str, Any]]:
         return list(self._call("suppliers", "GET", "/_sim/records")["allocations"])
+
+    def allocation_requests(self) -> list[dict[str, Any]]:
+        """Every allocation call a supplier answered, refused ones too."""
+        return list(self._call("suppliers", "GET", "/_sim/records")["requests"])
 
     def notifications(self) -> dict[str, Any]:
         return dict(self._call("webhooks", "GET", "/_sim/records"))

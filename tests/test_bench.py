@@ -80,7 +80,15 @@ async def test_bench_pg_reserves_on_both_sides_and_cleans_up(
 
 def _args(target: str) -> argparse.Namespace:
     return argparse.Namespace(
-        target=target, requests=200, concurrency=8, seconds=1, connections=8, workers=1, events=50
+        target=target,
+        requests=200,
+        concurrency=8,
+        seconds=1,
+        connections=8,
+        workers=1,
+        events=50,
+        feed_rows=500,
+        feed_rate=500,
     )
 
 
@@ -110,3 +118,24 @@ async def test_suite_shows_no_figures_for_a_failed_bench(
     assert await bench_suite.run(settings, _args("pg")) == 1
     out = capsys.readouterr().out
     assert "| Redis path vs postgres row lock | FAILED, no figures: RuntimeError: 3 requests" in out
+
+
+async def test_feeds_bench_applies_both_ways_and_times_webhooks(
+    settings: Settings, service_urls: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Small: 500 rows (50 skus x 10 suppliers), 500 webhook records in a second. The bench
+    checks the offers itself and refuses figures when a row or a delivery went wrong."""
+    assert await bench_suite.run(settings, _args("feeds")) == 0
+    out = capsys.readouterr().out
+    rows = [line for line in out.splitlines() if line.startswith("| supplier feed")]
+    assert len(rows) == 6, out
+    assert rows[0].endswith("| 1.00 (baseline) |") and "an adjust call per row, one at" in rows[0]
+    assert "64 in flight" in rows[1]
+    assert "an apply_feed call per 1000-row delivery and sale" in rows[2]
+    assert "end to end: a delivery per row" in rows[3]
+    assert "end to end: CSV files, deliveries of 1000 rows" in rows[4]
+    cells = [c.strip() for c in rows[5].split("|")]
+    assert cells[2].startswith("webhook -> visible in Redis") and cells[-2] == "-"
+    assert float(cells[4]) > 0 and float(cells[5]) >= float(cells[4])  # p50, p99 in ms
+    assert "500 rows = 50 skus x 10 suppliers" in out
+    assert "apply_feed 10 calls" in out  # 10 suppliers x one 50-row delivery in one sale

@@ -53,6 +53,16 @@ async def _queue(http: httpx.AsyncClient, sale: str) -> None:
     assert refused.status_code == 403, refused.text
 
 
+async def _feed(http: httpx.AsyncClient) -> None:
+    """A supplier with a stock feed: the feed families (read from PostgreSQL) are exported."""
+    body = {
+        "name": "deploy",
+        "feed": {"kind": "file", "sku_map": [{"supplier_sku": "X", "sku": "A"}]},
+    }
+    reply = await http.put(f"/v1/admin/suppliers/{new_sale_id('feed')}", json=body, headers=ADMIN)
+    assert reply.status_code == 201, reply.text
+
+
 async def _reconciler_names(
     service_urls: dict[str, str], sale: str, tmp_path: Path, wanted: set[str], seen: set[str]
 ) -> set[str]:
@@ -98,6 +108,7 @@ async def test_every_metric_the_rules_and_the_dashboard_use_is_exported(
     try:
         await _shop(http, plain)
         await _queue(http, room)
+        await _feed(http)
         await asyncio.sleep(0.5)  # the admission loop's first tick sets the room's figures
         page = await http.get("/metrics", headers=ADMIN)
         assert page.status_code == 200, page.text

@@ -10,6 +10,7 @@ from redis.crc import key_slot
 
 from flashsale.engine import Engine, keys
 from flashsale.engine.connection import RedisClient
+from flashsale.engine.feeds import FeedRef, FeedRow
 from flashsale.engine.settings import Settings
 from tests.helpers import open_sale, sale_config, snapshot
 
@@ -52,9 +53,11 @@ async def test_every_script_call_stays_in_one_slot(
     await engine.release(sale_id, other.hold_id)
     await engine.compensate(sale_id, held.hold_id, "declined")
     await engine.adjust(sale_id, "A", "p", -1)
+    rows = [FeedRow("A", "p", 2, 0), FeedRow("B", "q", 1, 0)]
+    await engine.apply_feed(sale_id, rows, FeedRef("webhook", "d1", 0))
     await engine.sweep(sale_id)
     await engine.stock(sale_id)
-    assert len(engine.calls) == 11
+    assert len(engine.calls) == 12
     slot = key_slot(f"{{{sale_id}}}".encode())
     for script, script_keys in engine.calls:
         assert {key_slot(k.encode()) for k in script_keys} == {slot}, script

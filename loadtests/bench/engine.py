@@ -25,6 +25,7 @@ class Row:
     requests_per_s: float
     p50_ms: float | None = None
     p99_ms: float | None = None
+    compared: bool = True  # False: a figure of its own, no ratio against the baseline
 
 
 async def load_bench_sale(engine: Engine, sale_id: str = BENCH_SALE) -> None:

@@ -97,6 +97,17 @@ async def _reconcile(settings: Settings, args: argparse.Namespace) -> Measured:
     return rows, [f"reconcile: {flushed.note()}"]
 
 
+async def _feeds(settings: Settings, args: argparse.Namespace) -> Measured:
+    from flashsale.loadtests.bench.feed_latency import LatencyBench, bench_feed_latency
+    from flashsale.loadtests.bench.feeds import bench_feed_apply
+
+    applied = await bench_feed_apply(settings, args.feed_rows)
+    rows = [Row(f"{path} [rows/s]", rate) for path, rate in applied.rates()]
+    lat = await bench_feed_latency(settings, args.feed_rate, args.seconds)
+    rows.append(Row(LatencyBench.NAME, lat.rate_per_s, lat.p50_ms, lat.p99_ms, compared=False))
+    return rows, [f"feeds: {applied.note()}", lat.note()]
+
+
 # target -> (benchmark name in the table, what measures it)
 _BENCHES: dict[str, tuple[str, Callable[[Settings, argparse.Namespace], Awaitable[Measured]]]] = {
     "engine": ("engine vs redis-benchmark", _engine),
@@ -105,6 +116,7 @@ _BENCHES: dict[str, tuple[str, Callable[[Settings, argparse.Namespace], Awaitabl
     "queue": ("queue status vs /healthz", _queue),
     "reconcile": ("reconcile batch vs per-row", _reconcile),
     "wait": ("cluster reserve: WAIT 1 vs none", _wait),
+    "feeds": ("supplier feed: batches vs per row", _feeds),
 }
 TARGETS = tuple(_BENCHES)
 # `all` leaves out `wait`: ~4 x 100k reservations on the cluster take over 30 s on their own.
@@ -138,6 +150,7 @@ def table(sections: list[Section]) -> list[str]:
         base = s.rows[0].requests_per_s
         for i, r in enumerate(s.rows):
             ratio = f"{r.requests_per_s / base:.2f}" + (" (baseline)" if i == 0 else "")
+            ratio = ratio if r.compared else "-"
             lines.append(
                 f"| {s.benchmark} | {r.name} | {r.requests_per_s:.0f} | {_cell(r.p50_ms)} "
                 f"| {_cell(r.p99_ms)} | {ratio} |"

@@ -1,5 +1,5 @@
-"""Runs one simulated party: `python -m flashsale.loadtests.simulators payment|suppliers|webhooks
---port N`; `flashsale sim up` runs all three (loadtests/simulators/processes.py)."""
+"""Runs one simulated party: `python -m flashsale.loadtests.simulators payment|suppliers|webhooks|
+feeds --port N`; `flashsale sim up` runs them all (loadtests/simulators/processes.py)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from starlette.applications import Starlette
 from starlette.types import ASGIApp
 
 from flashsale.loadtests.simulators.common import AUTH_ENV, SECRET_ENV, RequireAuth
+from flashsale.loadtests.simulators.feeds import FeedSim
 from flashsale.loadtests.simulators.payment import PaymentConfig, PaymentSim
 from flashsale.loadtests.simulators.suppliers import SupplierSim
 from flashsale.loadtests.simulators.webhooks import WebhookSim
@@ -19,7 +20,7 @@ from flashsale.loadtests.simulators.webhooks import WebhookSim
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m flashsale.loadtests.simulators")
-    parser.add_argument("party", choices=["payment", "suppliers", "webhooks"])
+    parser.add_argument("party", choices=["payment", "suppliers", "webhooks", "feeds"])
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--decline-share", type=float, default=0.0)
     parser.add_argument("--default-stock", type=int, default=1000)
@@ -45,6 +46,8 @@ def app_for(args: argparse.Namespace) -> ASGIApp:
     app: Starlette
     if args.party == "payment":
         app = PaymentSim(PaymentConfig(decline_share=args.decline_share)).app()
+    elif args.party == "feeds":
+        return FeedSim().app()
     elif args.party == "suppliers":
         app = SupplierSim(args.default_stock).app()
     else:

@@ -1,6 +1,7 @@
 """`flashsale sim up|down|status|env`: the saga's simulated outside parties as local processes.
 
-Ports sim_base_port (payment), +1 (suppliers), +2 (webhook receiver); pid files, logs and the
+Ports sim_base_port (payment), +1 (suppliers), +2 (webhook receiver), +3 (suppliers' stock
+feeds: loadtests/simulators/feeds.py); pid files, logs and the
 receiver's records under <run_dir>/sim/. `up` is idempotent; `down` stops what `up` started.
 """
 
@@ -18,7 +19,7 @@ from pathlib import Path
 from flashsale.engine.settings import Settings
 from flashsale.loadtests.simulators.common import AUTH_ENV, SECRET_ENV
 
-PARTIES = ("payment", "suppliers", "webhooks")
+PARTIES = ("payment", "suppliers", "webhooks", "feeds")
 
 
 def ports(settings: Settings) -> dict[str, int]:

@@ -51,6 +51,9 @@ class SupplierSim:
         self.allocations: dict[str, Allocation] = {}
         self.keys: dict[str, Idempotent] = {}
         self.ids = itertools.count(1)
+        # Every allocation request answered (a replayed key is not asked again), refusals too:
+        # supplier, sku, qty and the code (LOCKED or the refusal's), in order.
+        self.requests: list[dict[str, Any]] = []
 
     def app(self) -> Starlette:
         base = "/suppliers/{supplier}"
@@ -82,6 +85,7 @@ class SupplierSim:
             200,
             {
                 "allocations": [asdict(a) for a in self.allocations.values()],
+                "requests": self.requests,
                 "stock": {k: v.stock for k, v in self.suppliers.items()},
             },
         )
@@ -132,6 +136,20 @@ class SupplierSim:
         return await self._guarded(request, self._allocate)
 
     def _allocate(
+        self, cfg: SupplierConfig, key: str, doc: dict[str, Any]
+    ) -> tuple[int, dict[str, Any]]:
+        status, body = self._decide_allocation(cfg, key, doc)
+        self.requests.append(
+            {
+                "supplier_id": doc["supplier"],
+                "sku": doc.get("sku"),
+                "qty": doc.get("qty"),
+                "code": "LOCKED" if status == 201 else body.get("code"),
+            }
+        )
+        return status, body
+
+    def _decide_allocation(
         self, cfg: SupplierConfig, key: str, doc: dict[str, Any]
     ) -> tuple[int, dict[str, Any]]:
         sku, qty, lock_s = doc.get("sku"), doc.get("qty"), doc.get("lock_s", 600)

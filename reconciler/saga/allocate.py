@@ -9,6 +9,7 @@ from typing import Any
 from flashsale.engine import Code
 from flashsale.reconciler.adapters import PartyUnavailable
 from flashsale.reconciler.saga.parties import Parties, now
+from flashsale.store.saga.feed_room import NO_LEVEL, RoomAnswer
 from flashsale.store.saga.model import Backorder, Decision, Line, Notice, Order
 
 
@@ -20,20 +21,53 @@ def _chain(o: Order, line: Line) -> list[tuple[str, int]]:
 
 
 async def _allocate_line(p: Parties, o: Order, line: Line) -> list[str]:
-    """Asks the line's suppliers in turn; what was cut from the sale's stock on the way."""
+    """Asks the line's suppliers in turn; what was cut from the sale's stock on the way. A
+    supplier whose newest stock feed level has no room left for the line is not asked
+    (FEED_SHORT): the line goes on to the next at once, before any allocation is refused. A
+    supplier that says OUT_OF_STOCK closes its level's room until a newer level comes."""
     line.refused_by = []
     cuts: list[str] = []
     for supplier_id, cost in _chain(o, line):
+        room = await _room(p, supplier_id, line)
+        if not room.ask:
+            line.refused_by.append(f"{supplier_id}:FEED_SHORT")
+            continue
         key = o.key(line.sku, line.hold_supplier, supplier_id)
-        answer = await p.suppliers.allocate(supplier_id, key, line.sku, line.qty, p.lock_s)
+        try:
+            answer = await p.suppliers.allocate(supplier_id, key, line.sku, line.qty, p.lock_s)
+        except PartyUnavailable:
+            await _give_back(p, room)
+            raise
         if answer.ok:
             ship_from(line, supplier_id, cost, answer.ref)
             return cuts
         line.refused_by.append(f"{supplier_id}:{answer.code}")
         if answer.code == "OUT_OF_STOCK":
+            await _close(p, room)
             cuts += await _stop_selling(p, o, line.sku, supplier_id)
+        else:
+            await _give_back(p, room)
     line.status = "backordered"
     return cuts
+
+
+async def _room(p: Parties, supplier_id: str, line: Line) -> RoomAnswer:
+    """The feed room claimed for the line (no claim: the supplier has no level to respect)."""
+    if p.feed_room is None:
+        return NO_LEVEL
+    return await p.feed_room.claim(supplier_id, line.sku, line.qty)
+
+
+async def _give_back(p: Parties, room: RoomAnswer) -> None:
+    if room.claim is not None and p.feed_room is not None:
+        await p.feed_room.give_back(room.claim)
+
+
+async def _close(p: Parties, room: RoomAnswer) -> None:
+    """The supplier has none left, whatever its level said: no line waits on that level's room
+    (a sale loaded again offers nothing from it either) until the supplier sends a newer one."""
+    if room.claim is not None and p.feed_room is not None:
+        await p.feed_room.close(room.claim)
 
 
 async def _stop_selling(p: Parties, o: Order, sku: str, supplier_id: str) -> list[str]:

@@ -10,6 +10,7 @@ from typing import Any
 
 from flashsale.engine import Engine
 from flashsale.reconciler.adapters import PaymentProvider, Suppliers
+from flashsale.store.saga.feed_room import FeedRoom
 from flashsale.store.saga.model import Decision, Notice, Order
 
 
@@ -21,6 +22,8 @@ class Parties:
     lock_s: int  # how long a supplier holds an allocation before it is made firm
     secondary_suppliers: tuple[str, ...]  # offered on a backorder
     wait_days: int  # the promised date offered with "wait"
+    # The room supplier stock feeds leave, claimed before a supplier is asked (None: no feeds).
+    feed_room: FeedRoom | None = None
 
 
 Step = Callable[[Parties, Order], Awaitable[Decision]]
