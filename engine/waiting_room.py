@@ -52,6 +52,7 @@ class RoomConfig:
     lease_ms: int = 3000
     max_scan: int = SCAN_PER_TICK
     claim_ms: int = 0  # least time an admission waits to be picked up; 0: never taken back
+    unheard_poll_ms: int = 0  # how soon a place never heard from (pre-queue) polls again
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -248,6 +249,7 @@ class WaitingRoom:
                 digest,
                 self.engine.settings.room_retention_s * 1000,
                 config.claim_ms,
+                config.unheard_poll_ms,
             ],
         )
         code = Code(reply[0])

@@ -29,6 +29,8 @@
 --                          one); every tick sets it again, so a moved end is followed
 -- ARGV[13] claim_ms        least time an admission waits to be picked up (a status read of its
 --                          ticket, lua/queue_claim.lua) before it is taken back; 0: never
+-- ARGV[14] unheard_poll_ms  the line's poll interval: a place never heard from (pre-queue, before
+--                          its first poll in line) is awaited this long, then claim_ms
 -- Returns {'OK', serving, skipped, seq, released, readmitted, place, place, ...}: the places
 --   admitted by this tick, the `readmitted` places that came back first, then the line's in
 --   order (skipped, released: counts of this tick; seq: tickets issued so far)
@@ -55,6 +57,7 @@ local seed = ARGV[10]
 local seed_sha256 = ARGV[11]
 local retention_ms = tonumber(ARGV[12])
 local claim_ms = tonumber(ARGV[13])
+local unheard_poll_ms = tonumber(ARGV[14] or 0)
 
 local sale = redis.call('HMGET', KEYS[1], 'status', 'starts_at_ms', 'ends_at_ms', 'waiting_room')
 if not sale[1] then return { 'UNKNOWN_SALE' } end
@@ -145,12 +148,22 @@ local skipped, scanned = 0, 0
 while admitted < wanted and serving < seq and scanned < max_scan do
   serving = serving + 1
   scanned = scanned + 1
-  local silent_by, next_poll = string.match(redis.call('HGET', KEYS[4], serving) or '0:0',
-    '^(%d+):(%d+)$')
-  if math.max(tonumber(silent_by), opened_at + ghost_after_ms) < now then
+  -- Never heard from (a pre-queue place before its first poll in line): it polls at the
+  -- line's interval. A bare number is the heartbeat time an older version wrote.
+  local entry = redis.call('HGET', KEYS[4], serving)
+  local silent_by, next_poll = 0, now + unheard_poll_ms
+  if entry then
+    local by, poll = string.match(entry, '^(%d+):(%d+)$')
+    if by then
+      silent_by, next_poll = tonumber(by), tonumber(poll)
+    else
+      silent_by = (tonumber(entry) or 0) + ghost_after_ms
+    end
+  end
+  if math.max(silent_by, opened_at + ghost_after_ms) < now then
     skipped = skipped + 1
   else
-    admit(serving, tonumber(next_poll), '')
+    admit(serving, next_poll, '')
   end
   redis.call('HDEL', KEYS[4], serving)  -- a passed place needs no heartbeat any more
 end

@@ -221,3 +221,27 @@ async def test_claims_race_the_take_back_and_returns_race_the_tick(
     assert (state.admitted, state.abandoned, state.coming_back) == (n + state.released, 0, 0)
     print(f"{len(first_claim_won)} picked up before the take-back, {state.released} after")
     await assert_room_sound(engine, sale_id, max_active=cap)
+
+
+async def test_a_prequeue_admission_waits_for_a_poll_at_the_lines_interval(
+    room: WaitingRoom, sale_id: str
+) -> None:
+    """Places drawn at the opening were never heard from in line: told to poll every 2 s, their
+    admissions wait that long and then the claim window before they are taken back, not the
+    claim window alone (which took the opening's admissions from shoppers polling on time)."""
+    engine = room.engine
+    await open_sale(engine, room_config(sale_id, starts_at_ms=4_000_000_000_000))
+    await engine.set_status(sale_id, "scheduled")
+    await asyncio.gather(*(room.queue_join(sale_id, f"c{i}") for i in range(1, 6)))
+    await engine.set_status(sale_id, "open")
+    line = dataclasses.replace(CONFIG, unheard_poll_ms=2000)
+    assert (await tick(room, sale_id, line)).admitted == ()  # opens: no credit yet
+    engine.advance_clock(500)  # 5 admissions' credit, within the 700 ms a silent place has
+    assert (await tick(room, sale_id, line)).admitted == (1, 2, 3, 4, 5)
+    engine.advance_clock(2900)  # claim window alone (1 s) long past; a 2 s poller not late
+    assert (await tick(room, sale_id, line)).released == 0
+    claim = await room.queue_claim(sale_id, 1, 1)
+    assert claim is not None and claim.outcome == "ADMITTED"
+    engine.advance_clock(200)  # 2 s + 1 s after the admissions: the other four are ghosts
+    assert (await tick(room, sale_id, line)).released == 4
+    await assert_room_sound(engine, sale_id)

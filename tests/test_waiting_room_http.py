@@ -189,13 +189,17 @@ async def test_sold_out_reaches_the_tail_at_once_and_ghosts_lose_their_turn_till
     assert put.status_code == 200, put.text
     for name in ("p1", "p2", "p3"):
         await poll_until(http, sale, docs[name]["ticket"], "admitted")
-    await room_info_when(http, sale, {"admitted": 4, "abandoned": 3, "waiting": 0})
+    await room_info_when(
+        http, sale, {"admitted": 4, "abandoned": 3, "passed_unadmitted": 3, "waiting": 0}
+    )
     # A ghost that polls again (its phone slept) comes back: let in first, at the next tick.
     for name in ("g1", "g2", "g3"):
         doc = await status(http, sale, docs[name]["ticket"])
         assert (doc["status"], doc["came_back"], doc["poll_after_ms"]) == ("waiting", True, 300)
         await poll_until(http, sale, docs[name]["ticket"], "admitted")
-    info = await room_info_when(http, sale, {"admitted": 7, "abandoned": 0, "returned": 3})
+    info = await room_info_when(
+        http, sale, {"admitted": 7, "abandoned": 3, "passed_unadmitted": 0, "returned": 3}
+    )
     assert info["released"] == info["coming_back"] == 0
     await assert_room_sound(live_engine, sale)
 

@@ -82,6 +82,7 @@ class AdmissionLoops:
             ghost_after_ms=silence_allowed_ms(self.settings, self.settings.queue_poll_ms),
             lease_ms=self.settings.queue_lease_ms,
             claim_ms=self.settings.queue_claim_ms,
+            unheard_poll_ms=self.settings.queue_poll_ms,
         )
         result = await self.room.queue_admit(sale_id, self.owner, config)
         return self._next_delay_s(sale_id, result)

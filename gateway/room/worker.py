@@ -15,7 +15,7 @@ from flashsale.engine.waiting_room import RoomState, WaitingRoom
 from flashsale.gateway.problems import Problem, engine_call
 from flashsale.gateway.room.admission import AdmissionLoops
 from flashsale.gateway.room.eta import Pace, eta_s, shown
-from flashsale.gateway.room.polls import SOLD_OUT_SLOWER, heard, poll_after_ms
+from flashsale.gateway.room.polls import SOLD_OUT_SLOWER, front_poll_ms, heard, poll_after_ms
 from flashsale.gateway.room.tokens import KeyRing, Tickets, Tokens
 from flashsale.gateway.room.views import RoomViews
 from flashsale.gateway.sale_records import SaleRecords
@@ -184,7 +184,9 @@ class QueueService:
         """A place skipped while its holder was away (or whose admission nobody picked up) that
         polled again: let in first, at the admission rate, when units are left."""
         if state.free_units <= 0:
-            return self._sold_out(state, ticket)
+            # At the front's pace even while sold out: a unit coming back lets it in first, and
+            # the admission is taken back unless it is picked up at the front's pace.
+            return self._sold_out(state, ticket) | {"poll_after_ms": front_poll_ms(self.settings)}
         rate = state.rate_per_s or self.views.pace(state).per_s
         p50_s, p90_s = eta_s(ahead + 1, Pace(rate))
         return self._head(state, ticket) | {
@@ -275,7 +277,7 @@ class QueueService:
                 "flashsale_queue_waiting": state.waiting,
                 "flashsale_queue_admitted_total": state.admitted,
                 "flashsale_queue_active": state.active,
-                "flashsale_queue_abandoned_total": state.abandoned,
+                "flashsale_queue_abandoned_total": state.skipped,
                 "flashsale_queue_units_left": state.units_left,
                 "flashsale_queue_admit_rate_per_second": window.admit_rate() if window else 0.0,
                 "flashsale_queue_eta_p50_seconds": eta_s(
@@ -295,8 +297,8 @@ QUEUE_HELP = {
     "flashsale_queue_waiting": "Tickets in the waiting room not yet admitted.",
     "flashsale_queue_admitted_total": "Admissions the room has made since it opened.",
     "flashsale_queue_active": "Admitted sessions that have not placed a hold yet.",
-    "flashsale_queue_abandoned_total": "Passed places holding no admission: skipped as ghosts or "
-    "admissions taken back unused (not let in since they came back).",
+    "flashsale_queue_abandoned_total": "Waiters skipped at admission because they stopped polling "
+    "(some come back and are let in later).",
     "flashsale_queue_units_left": "Units the room may still admit for (admin key only).",
     "flashsale_queue_admit_rate_per_second": "Admissions per second measured by this worker.",
     "flashsale_queue_eta_p50_seconds": "Median wait estimate of the last ticket in line.",
