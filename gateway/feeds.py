@@ -83,7 +83,8 @@ async def _secret(state: GatewayState, supplier_id: str) -> str:
         raise Problem(503, "FEED_SECRET_UNREADABLE", str(exc)) from None
     except PG_ERRORS as exc:
         raise unavailable() from exc
-    assert secret is not None  # has_secret said so
+    if secret is None:  # its secret went between the two reads (the feed was replaced)
+        raise Problem(404, "NOT_FOUND", f"supplier {supplier_id} has no webhook feed")
     return secret
 
 
