@@ -226,3 +226,16 @@ def assert_notified_once(sims: Sims, expected: Counter[tuple[str, str, str]]) ->
 
 def payload(row: asyncpg.Record) -> dict[str, Any]:
     return dict(json.loads(row["payload"]))
+
+
+@asynccontextmanager
+async def quiet_saga_db(url: str) -> AsyncIterator[asyncpg.Connection]:
+    """A connection to a saga database where orders and webhooks an earlier test left
+    unfinished will not be claimed by this test's saga."""
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute("UPDATE orders SET next_step = NULL WHERE next_step IS NOT NULL")
+        await conn.execute("UPDATE outbox SET delivered_at = now() WHERE delivered_at IS NULL")
+        yield conn
+    finally:
+        await conn.close()

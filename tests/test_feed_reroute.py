@@ -27,6 +27,7 @@ from tests.saga_support import (
     confirm_orders,
     free_base,
     fresh_database,
+    quiet_saga_db,
     reconciler,
     saga_settings,
     simulators,
@@ -56,11 +57,8 @@ def sims(ssettings: Settings) -> Iterator[Sims]:
 
 @pytest.fixture
 async def pgc(feed_saga_url: str) -> AsyncIterator[asyncpg.Connection]:
-    conn = await asyncpg.connect(feed_saga_url)
-    await conn.execute("UPDATE orders SET next_step = NULL WHERE next_step IS NOT NULL")
-    await conn.execute("UPDATE outbox SET delivered_at = now() WHERE delivered_at IS NULL")
-    yield conn
-    await conn.close()
+    async with quiet_saga_db(feed_saga_url) as conn:
+        yield conn
 
 
 @pytest.fixture

@@ -34,6 +34,7 @@ from tests.saga_support import (
     confirm_orders,
     free_base,
     fresh_database,
+    quiet_saga_db,
     reconciler,
     saga_settings,
     simulators,
@@ -78,12 +79,8 @@ def fresh_sims(sims: Sims) -> Sims:
 
 @pytest.fixture
 async def pgc(saga_url: str) -> AsyncIterator[asyncpg.Connection]:
-    conn = await asyncpg.connect(saga_url)
-    # Orders an earlier test left unfinished must not be claimed by this test's saga.
-    await conn.execute("UPDATE orders SET next_step = NULL WHERE next_step IS NOT NULL")
-    await conn.execute("UPDATE outbox SET delivered_at = now() WHERE delivered_at IS NULL")
-    yield conn
-    await conn.close()
+    async with quiet_saga_db(saga_url) as conn:
+        yield conn
 
 
 @pytest.fixture
