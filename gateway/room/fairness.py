@@ -64,9 +64,8 @@ async def _order(state: RoomState) -> tuple[tuple[int, ...], str]:
     )
 
 
-def _place(service: QueueService, state: RoomState, ticket: str) -> dict[str, Any]:
-    number = service.tickets.parse(state.sale_id, ticket)
-    if number is None or number > state.seq:
+def _place(state: RoomState, ticket: str, number: int) -> dict[str, Any]:
+    if number > state.seq:
         raise no_ticket(ticket)
     place = state.place_of(number)
     return {
@@ -87,7 +86,10 @@ async def fairness(request: Request) -> Response:
         raise invalid("sale must be 1-64 characters of A-Z a-z 0-9 _ -")
     ticket, with_order = _query(request)
     request.app.state.gateway.limits.take_status(request.scope)  # the status poll's bucket
-    state = await service.room_state(sale_id, 0)
+    # A ticket just joined can be newer than this worker's cached read of the room: ask for a
+    # read that has it (a receipt opened right after joining answered 404).
+    number = 0 if ticket is None else service.ticket_number(sale_id, ticket)
+    state = await service.room_state(sale_id, number)
     if not state.opened:
         raise not_revealed(state)
     order, digest = await _order(state)
@@ -103,7 +105,7 @@ async def fairness(request: Request) -> Response:
         "verify": VERIFY,
     }
     if ticket is not None:
-        doc["ticket"] = _place(service, state, ticket)
+        doc["ticket"] = _place(state, ticket, number)
     if with_order:
         doc["order"] = order
     return json_response(doc, headers=PRIVATE if ticket else PUBLIC_CACHE)
