@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import secrets
 from collections.abc import Sequence
 from typing import Any
@@ -310,23 +311,44 @@ class Engine:
         return SweepResult(int(reply[0]), bool(reply[1]))
 
     async def adjust(
-        self, sale_id: str, sku: str, supplier_id: str, delta: int, reason: str = ""
+        self,
+        sale_id: str,
+        sku: str,
+        supplier_id: str,
+        delta: int,
+        reason: str = "",
+        *,
+        once: str = "",
     ) -> AdjustResult:
+        """`once`: a caller's key (e.g. `<order>-<change>-<sku>-<supplier>`): the adjustment is
+        made once for it, and a second call answers the first (replay), for ADJUST_ONCE_S."""
         check_id("sale_id", sale_id)
         check_id("sku", sku)
         check_id("supplier_id", supplier_id)
         check_int("delta", delta, -MAX_UNITS, MAX_UNITS)
         if not isinstance(reason, str) or len(reason) > 512:
             raise InvalidInput("reason", "must be a string of at most 512 characters")
+        if once and not ONCE_PATTERN.fullmatch(once):
+            raise InvalidInput("once", "must be 1-200 characters of A-Z a-z 0-9 _ - : .")
+        marker = [keys.adjusted(sale_id, once)] if once else []
         reply = await self._run(
             self.scripts.adjust,
-            [keys.stock(sale_id, sku), keys.events(sale_id)],
-            [keys.prefix(sale_id), sku, supplier_id, delta, self._offset_ms, reason],
+            [keys.stock(sale_id, sku), keys.events(sale_id), *marker],
+            [
+                keys.prefix(sale_id),
+                sku,
+                supplier_id,
+                delta,
+                self._offset_ms,
+                reason,
+                ADJUST_ONCE_S * 1000,
+            ],
         )
         code = Code(reply[0])
         if code is not Code.OK:
             return AdjustResult(code)
-        return AdjustResult(code, int(reply[1]), int(reply[2]), int(reply[3]))
+        replay = len(reply) > 4 and bool(int(reply[4]))
+        return AdjustResult(code, int(reply[1]), int(reply[2]), int(reply[3]), replay)
 
     async def apply_feed(
         self, sale_id: str, rows: Sequence[FeedRow], ref: FeedRef
@@ -366,6 +388,10 @@ class Engine:
             allocations=parse_allocations(h["lines"]),
             confirmed_at_ms=int(h.get("confirmed_at_ms", 0)),
         )
+
+
+ONCE_PATTERN = re.compile(r"[A-Za-z0-9_:.-]{1,200}")
+ADJUST_ONCE_S = 30 * 86400  # longer than any saga step is retried or left dead-lettered
 
 
 def _check_owner(owner: str) -> None:

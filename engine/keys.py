@@ -41,6 +41,11 @@ def idem(sale_id: str, customer_id: str, idempotency_key: str) -> str:
     return prefix(sale_id) + "idem:" + customer_id + ":" + idempotency_key
 
 
+def adjusted(sale_id: str, ref: str) -> str:
+    """The marker of an adjustment made once for `ref` (the saga's cancelled line)."""
+    return prefix(sale_id) + "adjusted:" + ref
+
+
 def events(sale_id: str) -> str:
     return prefix(sale_id) + "events"
 

@@ -98,6 +98,7 @@ class AdjustResult:
     applied: int = 0
     shortfall: int = 0
     available: int = 0
+    replay: bool = False  # made before under the same `once` ref: nothing changed now
 
 
 @dataclass(frozen=True, slots=True)

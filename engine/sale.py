@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from flashsale.engine.errors import InvalidInput
 from flashsale.engine.validation import check_id, check_int, check_name, check_return_url
 
 MAX_UNITS = 10**12
+CREDIT_POLICY = re.compile(r"none|full|0\.[0-9]{1,12}")
 MAX_MS = 2**52
 
 
@@ -129,12 +131,16 @@ class SaleRecord:
     waiting_room: WaitingRoomConfig = WaitingRoomConfig()
     rate_limit: RateLimitConfig = RateLimitConfig()
     return_url: str = ""  # the shop's checkout for a hold, with {hold_id}; "" = none
+    # The retailer's credit when a line's margin drops: none, full, or a share "0.<digits>".
+    credit_policy: str = "none"
 
     def validate(self) -> None:
         """What Redis gets, and what only the record keeps for shoppers."""
         self.to_config(1).validate()
         if self.return_url:
             check_return_url("return_url", self.return_url)
+        if not CREDIT_POLICY.fullmatch(self.credit_policy):
+            raise InvalidInput("credit_policy", "must be none, full or a share 0.<digits>")
 
     def to_config(self, version: int) -> SaleConfig:
         return SaleConfig(

@@ -159,6 +159,12 @@ def _saga(args: argparse.Namespace) -> int:
     return run_async(cli.saga_retry_main(load_settings(), args))
 
 
+def _settlement(args: argparse.Namespace) -> int:
+    from flashsale.reconciler import settlement
+
+    return run_async(settlement.settlement_main(load_settings(), args))
+
+
 def _feeds(args: argparse.Namespace) -> int:
     from flashsale.reconciler.intake import commands
 
@@ -218,6 +224,10 @@ def _add_reconciler_commands(sub: Subparsers) -> None:
     saga.add_argument("action", choices=["retry"], help="retry: run a dead-lettered step again")
     saga.add_argument("--order", action="append", required=True, help="order id (repeatable)")
     saga.set_defaults(func=_saga)
+    settlement = sub.add_parser("settlement", help="a sale's money, units and retailer credits")
+    settlement.add_argument("--sale", required=True)
+    settlement.add_argument("--json", action="store_true", help="the document, as the API gives")
+    settlement.set_defaults(func=_settlement)
     _add_feed_commands(sub)
 
 

@@ -15,9 +15,10 @@ from flashsale.gateway import callers
 from flashsale.gateway.http import ADMIN_MAX_BYTES
 from flashsale.gateway.problems import Problem, from_code, unavailable
 from flashsale.gateway.responses import json_response, read_json
-from flashsale.gateway.schemas import iso, parse_sale
+from flashsale.gateway.schemas import credit_policy_doc, iso, parse_sale
 from flashsale.gateway.state import GatewayState
-from flashsale.store import sales
+from flashsale.store import retailer_ledger, sales
+from flashsale.store.db import UNAVAILABLE
 from flashsale.store.feed_intake import apply_to_sale
 
 STATUS_OF_ACTION = {"open": "open", "pause": "paused", "close": "closed"}
@@ -90,11 +91,44 @@ async def get_sale_live(request: Request) -> Response:
     try:
         live = await state.engine.stock(sale_id)
         lag = await reconciler_lag(state, sale_id) if live else {}
+        room = await room_figures(request, sale_id) if live else None
     except EngineUnavailable as exc:
         raise unavailable() from exc
     if live is None:
         raise Problem(404, "NOT_FOUND", f"no sale {sale_id} is loaded")
-    return json_response({**live_state(live), "reconciler": lag})
+    policy = await sale_credit_policy(state, sale_id)
+    return json_response(
+        {**live_state(live), "reconciler": lag, "waiting_room": room, "credit_policy": policy}
+    )
+
+
+async def room_figures(request: Request, sale_id: str) -> dict[str, Any] | None:
+    """The waiting room's line and pace as this worker sees them; None without a room."""
+    views = request.app.state.queue.views
+    room = await views.state(sale_id)
+    if room is None or not room.has_room:
+        return None
+    window = views.windows.get(sale_id)
+    return {
+        "status": room.status,
+        "tickets": room.seq,
+        "waiting": room.waiting,
+        "serving": room.serving,
+        "admitted": room.admitted,
+        "active": room.active,
+        "admit_rate_per_s": room.rate_per_s,
+        "measured_admit_rate_per_s": round(window.admit_rate(), 2) if window else 0.0,
+    }
+
+
+async def sale_credit_policy(state: GatewayState, sale_id: str) -> str | dict[str, float] | None:
+    """The retailer's credit policy of the sale (None: PostgreSQL does not know it)."""
+    try:
+        async with state.pool.acquire() as conn:
+            policy = await retailer_ledger.credit_policy(conn, sale_id)
+    except UNAVAILABLE as exc:
+        raise unavailable() from exc
+    return None if policy is None else credit_policy_doc(policy)
 
 
 def live_state(live: SaleState) -> dict[str, Any]:

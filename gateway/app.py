@@ -22,11 +22,16 @@ from flashsale.engine.settings import secret_problems
 from flashsale.gateway import (
     admin,
     checkout,
+    console,
     feed_upload,
     feeds,
     ops,
+    order_changes,
     orders,
+    returns,
     sales,
+    settlement,
+    shipments,
     suppliers,
 )
 from flashsale.gateway.http import ADMIN_MAX_BYTES, header, send_problem
@@ -149,17 +154,34 @@ def routes() -> list[Route]:
         Route(hold + "/release", checkout.release_hold, methods=["POST"]),
         Route(hold + "/extend", checkout.extend_hold, methods=["POST"]),
         Route(sale, sales.get_sale, methods=["GET"]),
+        Route("/admin/", console.console_page, methods=["GET"]),
+        Route("/admin/assets/{name}", console.console_asset, methods=["GET"]),
+        Route("/v1/admin/sales", console.list_sales, methods=["GET"]),
+        Route("/v1/admin/orders", console.list_orders, methods=["GET"]),
+        Route("/v1/admin/orders/{order}/retry", console.retry_order, methods=["POST"]),
         Route("/v1/admin/sales/{sale}", admin.put_sale, methods=["PUT"]),
         Route("/v1/admin/sales/{sale}", admin.get_sale_live, methods=["GET"]),
+        Route("/v1/admin/sales/{sale}/settlement", settlement.get_settlement, methods=["GET"]),
         Route("/v1/admin/sales/{sale}/{action}", admin.change_status, methods=["POST"]),
         Route("/v1/admin/suppliers/{supplier}", suppliers.put_supplier, methods=["PUT"]),
         Route("/v1/admin/suppliers/{supplier}", suppliers.get_supplier, methods=["GET"]),
         Route("/v1/feeds/{supplier}", feeds.post_feed, methods=["POST"]),
+        Route("/v1/shipments/{supplier}", shipments.post_shipment, methods=["POST"]),
+        Route(
+            "/v1/admin/backorders/{backorder}/promised-date",
+            shipments.post_promised_date,
+            methods=["POST"],
+        ),
         Route(
             "/v1/admin/suppliers/{supplier}/feed/file", feed_upload.put_feed_file, methods=["PUT"]
         ),
         Route("/v1/orders/{order}", orders.get_order, methods=["GET"]),
         Route("/v1/admin/orders/{order}", orders.get_order_admin, methods=["GET"]),
+        Route("/v1/admin/orders/{order}/returns", returns.post_return, methods=["POST"]),
+        Route("/v1/orders/{order}/cancel", order_changes.customer_cancel, methods=["POST"]),
+        Route("/v1/admin/orders/{order}/cancel", order_changes.operator_cancel, methods=["POST"]),
+        Route("/v1/admin/orders/{order}/refunds", order_changes.operator_refund, methods=["POST"]),
+        Route("/v1/admin/orders/{order}/changes", order_changes.list_changes, methods=["GET"]),
         Route("/v1/admin/backorders", orders.list_backorders, methods=["GET"]),
         Route(
             "/v1/admin/backorders/{backorder}/decision", orders.decide_backorder, methods=["POST"]

@@ -59,10 +59,14 @@ class SupplierBody:
     name: str
     feed: FeedConfig
     secret: str | None  # None: keep the stored one
+    reports_shipments: bool | None = None  # None: keep the stored flag
 
 
 def parse_supplier(doc: dict[str, Any], *, dev: bool) -> SupplierBody:
-    _fields(doc, "body", {"name", "feed"})
+    _fields(doc, "body", {"name", "feed"}, {"reports_shipments"})
+    reports = doc.get("reports_shipments")
+    if reports is not None and not isinstance(reports, bool):
+        raise invalid("reports_shipments must be true or false")
     name = doc["name"]
     if not isinstance(name, str) or not 1 <= len(name) <= 200 or not name.isprintable():
         raise invalid("name must be a printable string of 1 to 200 characters")
@@ -82,7 +86,7 @@ def parse_supplier(doc: dict[str, Any], *, dev: bool) -> SupplierBody:
     config = FeedConfig(
         kind, url, interval_s, fmt, _sku_map(feed.get("sku_map", [])), _thresholds(feed)
     )
-    return SupplierBody(name, config, secret)
+    return SupplierBody(name, config, secret, reports)
 
 
 def _secret(value: Any, *, dev: bool) -> str | None:

@@ -9,10 +9,15 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from flashsale.engine.settings import Settings
+from flashsale.gateway.openapi_after_sale import CREDIT_POLICY, RETURN, after_sale_paths
+from flashsale.gateway.openapi_changes import SCHEMAS as CHANGE_SCHEMAS
+from flashsale.gateway.openapi_changes import change_paths
 from flashsale.gateway.openapi_feeds import (
     DELIVERY,
     FILE_BODY,
     FILE_NOTES,
+    PROMISED_DATE,
+    SHIPMENT,
     SUPPLIER_FEED,
     WEBHOOK_NOTES,
     feed_schemes,
@@ -113,6 +118,7 @@ SALE = _obj(
             "description": "the shop's checkout for a hold: https (http for loopback only), "
             "{hold_id} exactly once",
         },
+        "credit_policy": CREDIT_POLICY,
     },
     ["name", "starts_at", "ends_at", "hold_ttl_s", "per_user_limit", "items"],
 )
@@ -172,6 +178,26 @@ def _customer(op: dict[str, Any], who: Security = CUSTOMER) -> dict[str, Any]:
     return op
 
 
+def _console_paths() -> dict[str, Any]:
+    """The operator console's page and the admin routes it added (gateway/console.py)."""
+    page = _op("The operator console (HTML; it asks for the admin key)", 200, [])
+    page["responses"]["200"] = {"description": "the page", "content": {"text/html": {}}}
+    asset = _op("The console's script and stylesheet", 200, ["name"])
+    dead = _op("Orders stopped at a dead-lettered saga step (dead=true)", 200, [], admin=True)
+    dead["parameters"] = [
+        {"name": "dead", "in": "query", "required": True, "schema": {"const": "true"}},
+        {"name": "limit", "in": "query", "required": False, "schema": {"type": "integer"}},
+    ]
+    retry = _op("Run the dead-lettered step again (202; 409 NOT_DEAD)", 202, ["order"], admin=True)
+    return {
+        "/admin/": {"get": page},
+        "/admin/assets/{name}": {"get": asset},
+        "/v1/admin/sales": {"get": _op("The sales, newest first", 200, [], admin=True)},
+        "/v1/admin/orders": {"get": dead},
+        "/v1/admin/orders/{order}/retry": {"post": retry},
+    }
+
+
 def document(settings: Settings) -> dict[str, Any]:
     sale, hold = "/v1/sales/{sale}", "/v1/sales/{sale}/holds/{hold}"
     admin = "/v1/admin/sales/{sale}"
@@ -206,6 +232,21 @@ def document(settings: Settings) -> dict[str, Any]:
     )
     feed_hook["security"] = [{"feedSignature": [], "feedTimestamp": []}]
     feed_hook["description"] = WEBHOOK_NOTES
+    shipment = _op(
+        "A supplier's signed shipment (201; 200: a shipment id seen before)",
+        (200, 201),
+        ["supplier"],
+        "Shipment",
+    )
+    shipment["security"] = [{"feedSignature": [], "feedTimestamp": []}]
+    promised = _op(
+        "Move a waiting backorder's promised date (the customer is told)",
+        200,
+        ["backorder"],
+        "PromisedDate",
+        admin=True,
+    )
+    promised["parameters"] = decide["parameters"]
     feed_file = _op("A stock file for the supplier's feed (202: queued)", 202, ["supplier"])
     feed_file.update(description=FILE_NOTES, requestBody=FILE_BODY, security=[{"adminKey": []}])
     page = _op("The waiting-room page (HTML)", 200, ["sale"])
@@ -253,6 +294,9 @@ def document(settings: Settings) -> dict[str, Any]:
         "/v1/admin/orders/{order}": {
             "get": _op("An order with payment, suppliers and margins", 200, ["order"], admin=True)
         },
+        **_console_paths(),
+        **after_sale_paths(),
+        **change_paths(),
         "/v1/admin/backorders": {"get": backorders},
         "/v1/admin/backorders/{backorder}/decision": {"post": decide},
         "/v1/admin/suppliers/{supplier}": {
@@ -267,6 +311,8 @@ def document(settings: Settings) -> dict[str, Any]:
         },
         "/v1/admin/suppliers/{supplier}/feed/file": {"put": feed_file},
         "/v1/feeds/{supplier}": {"post": feed_hook},
+        "/v1/shipments/{supplier}": {"post": shipment},
+        "/v1/admin/backorders/{backorder}/promised-date": {"post": promised},
         "/healthz": {"get": _op("Liveness, no I/O", 200, [])},
         "/readyz": {"get": _op("Redis and PostgreSQL reachable", 200, [])},
         "/metrics": {"get": _op("Prometheus text", 200, [])},
@@ -283,9 +329,13 @@ def document(settings: Settings) -> dict[str, Any]:
                 "Confirm": CONFIRM,
                 "Join": _obj({"customer_id": ID}),
                 "BackorderDecision": DECISION,
+                "Return": RETURN,
                 "SupplierFeed": SUPPLIER_FEED,
                 "Delivery": DELIVERY,
+                "Shipment": SHIPMENT,
+                "PromisedDate": PROMISED_DATE,
                 "Problem": PROBLEM_SCHEMA,
+                **CHANGE_SCHEMAS,
             },
             "securitySchemes": {
                 "adminKey": {"type": "http", "scheme": "bearer"},

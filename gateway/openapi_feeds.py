@@ -24,6 +24,11 @@ PCT = {"type": "integer", "minimum": 0, "maximum": 100}
 SUPPLIER_FEED = _obj(
     {
         "name": {"type": "string", "minLength": 1, "maxLength": 200},
+        "reports_shipments": {
+            "type": "boolean",
+            "description": "the supplier reports shipments (POST /v1/shipments/{supplier}); "
+            "absent on a replace: the stored flag stays",
+        },
         "feed": _obj(
             {
                 "kind": {"enum": ["webhook", "poll", "file"]},
@@ -121,3 +126,31 @@ def feed_schemes(window_s: int) -> dict[str, Any]:
             "description": f"unix seconds, within {window_s} s of the gateway's clock",
         },
     }
+
+
+SHIPMENT = _obj(
+    {
+        "shipment_id": ID,
+        "order_id": ID,
+        "carrier": {"type": "string", "minLength": 1, "maxLength": 200},
+        "tracking_id": {"type": "string", "minLength": 1, "maxLength": 200},
+        "shipped_at": TIME,
+        "lines": {
+            "type": "array",
+            "minItems": 1,
+            "maxItems": 200,
+            "items": _obj(
+                {"sku": ID, "qty": {"type": "integer", "minimum": 1, "maximum": 1000000}},
+                ["sku", "qty"],
+            ),
+        },
+    },
+    ["shipment_id", "order_id", "carrier", "tracking_id", "shipped_at", "lines"],
+)
+PROMISED_DATE = _obj(
+    {
+        "promised_date": {"type": "string", "format": "date"},
+        "reason": {"type": "string", "minLength": 1, "maxLength": 200},
+    },
+    ["promised_date", "reason"],
+)

@@ -13,7 +13,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from flashsale.gateway import callers
+from flashsale.gateway import callers, shipments
 from flashsale.gateway.admin import require_admin
 from flashsale.gateway.problems import Problem, invalid, unavailable
 from flashsale.gateway.responses import json_response, read_json
@@ -171,13 +171,17 @@ async def get_order(request: Request) -> Response:
     found = await _record(state, order_id)
     if owner and found.order["customer_id"] != owner:
         raise Problem(404, "NOT_FOUND", f"no order {order_id}")
-    return json_response(order_doc(found, admin=False))
+    doc = order_doc(found, admin=False)
+    doc.update(await shipments.after_sale(state, order_id, admin=False))
+    return json_response(doc)
 
 
 async def get_order_admin(request: Request) -> Response:
     state = require_admin(request)
     order_id = parse_path_id(request.path_params["order"], "order id")
-    return json_response(order_doc(await _record(state, order_id), admin=True))
+    doc = order_doc(await _record(state, order_id), admin=True)
+    doc.update(await shipments.after_sale(state, order_id, admin=True))
+    return json_response(doc)
 
 
 async def list_backorders(request: Request) -> Response:
@@ -190,7 +194,13 @@ async def list_backorders(request: Request) -> Response:
             rows = await backorders.in_status(conn, status)
     except UNAVAILABLE as exc:
         raise unavailable() from exc
-    return json_response({"backorders": [_backorder(r, admin=True) for r in rows]})
+    # wait_days: how far the console's "wait" defaults from today when the offered date is past
+    return json_response(
+        {
+            "backorders": [_backorder(r, admin=True) for r in rows],
+            "wait_days": state.settings.backorder_wait_days,
+        }
+    )
 
 
 def _backorder_id(raw: str) -> int:

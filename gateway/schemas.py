@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from collections.abc import Set as AbstractSet
 from datetime import UTC, date, datetime
+from decimal import Decimal
 from typing import Any
 
 from flashsale.engine.errors import InvalidInput
@@ -103,7 +104,8 @@ def parse_confirm(doc: dict[str, Any]) -> str:
 
 def parse_sale(sale_id: str, doc: dict[str, Any]) -> SaleRecord:
     required = {"name", "starts_at", "ends_at", "hold_ttl_s", "per_user_limit", "items"}
-    _fields(doc, "body", required, {"waiting_room", "rate_limit", "return_url"})
+    optional = {"waiting_room", "rate_limit", "return_url", "credit_policy"}
+    _fields(doc, "body", required, optional)
     name = doc["name"]
     if not isinstance(name, str) or not 1 <= len(name) <= 200:
         raise invalid("name must be a string of 1 to 200 characters")
@@ -121,6 +123,7 @@ def parse_sale(sale_id: str, doc: dict[str, Any]) -> SaleRecord:
         waiting_room=_waiting_room(doc.get("waiting_room")),
         rate_limit=_rate_limit(doc.get("rate_limit")),
         return_url=_return_url(doc.get("return_url")),
+        credit_policy=_credit_policy(doc.get("credit_policy", "none")),
     )
     try:
         record.validate()
@@ -146,6 +149,30 @@ def _item(doc: Any, where: str) -> ItemConfig:
 def _return_url(value: Any) -> str:
     """Absent or null: the sale has none (the page then sends nobody anywhere)."""
     return "" if value is None else _checked(check_return_url, value, "return_url")
+
+
+def _credit_policy(value: Any) -> str:
+    """A policy of "none", "full" or {"share": s} (0 <= s <= 1) as the record keeps it: none,
+    full or "0.<digits>" (a share of 0 is none, of 1 full)."""
+    if value in ("none", "full"):
+        return str(value)
+    share = value.get("share") if isinstance(value, dict) and value.keys() == {"share"} else None
+    if isinstance(share, bool) or not isinstance(share, int | float):
+        raise invalid('credit_policy must be "none", "full" or {"share": a number from 0 to 1}')
+    exact = Decimal(repr(share))
+    if not exact.is_finite() or not 0 <= exact <= 1:
+        raise invalid("credit_policy.share must be a number from 0 to 1")
+    if exact in (0, 1):
+        return "none" if exact == 0 else "full"
+    text = format(exact.normalize(), "f")
+    if len(text) > 14:
+        raise invalid("credit_policy.share has more than 12 decimal places")
+    return text
+
+
+def credit_policy_doc(policy: str) -> str | dict[str, float]:
+    """The record's policy as the admin API writes it."""
+    return policy if policy in ("none", "full") else {"share": float(policy)}
 
 
 def _checked(check: Callable[[str, object], str], value: Any, where: str) -> str:
@@ -193,6 +220,25 @@ def _rate_limit(doc: Any) -> RateLimitConfig:
     _fields(doc, "rate_limit", set(), set(names))
     values = {n: None if doc.get(n) is None else _int(doc[n], f"rate_limit.{n}") for n in names}
     return RateLimitConfig(**values)
+
+
+def parse_return(doc: dict[str, Any]) -> tuple[list[tuple[str, int, str]], str]:
+    """An operator's return: {"lines": [{"sku", "qty", "condition": "restockable" | "damaged"}],
+    "reason"}: ([(sku, qty, condition)], reason)."""
+    _fields(doc, "body", {"lines"}, {"reason"})
+    lines, reason = doc["lines"], doc.get("reason", "")
+    if not isinstance(lines, list) or not 1 <= len(lines) <= 100:
+        raise invalid("lines must be a list of 1 to 100 lines")
+    if not isinstance(reason, str) or len(reason) > 500:
+        raise invalid("reason must be a string of at most 500 characters")
+    out = []
+    for i, line in enumerate(lines):
+        _fields(line, f"lines[{i}]", {"sku", "qty", "condition"})
+        if line["condition"] not in ("restockable", "damaged"):
+            raise invalid(f"lines[{i}].condition must be restockable or damaged")
+        qty = _int(line["qty"], f"lines[{i}].qty", 1)
+        out.append((_id(line["sku"], f"lines[{i}].sku"), qty, str(line["condition"])))
+    return out, reason
 
 
 def parse_path_id(value: str, where: str) -> str:

@@ -17,7 +17,7 @@ from flashsale.gateway.problems import Problem, invalid, unavailable
 from flashsale.gateway.responses import json_response, read_json
 from flashsale.gateway.schemas import iso, parse_path_id
 from flashsale.gateway.state import GatewayState
-from flashsale.store import feeds
+from flashsale.store import feeds, shipments
 from flashsale.store.feed_secrets import key_bytes, seal
 
 
@@ -35,7 +35,15 @@ async def put_supplier(request: Request) -> Response:
             needs_secret = body.feed.kind == "webhook" and sealed is None
             if needs_secret and not await feeds.has_secret(conn, supplier_id):
                 raise invalid("a webhook feed needs feed.secret")
+            if (
+                body.reports_shipments
+                and sealed is None
+                and not await feeds.has_secret(conn, supplier_id)
+            ):
+                raise invalid("reports_shipments needs feed.secret to check shipment signatures")
             created = await feeds.save_feed(conn, supplier_id, body.name, body.feed, sealed)
+            if body.reports_shipments is not None:
+                await shipments.set_reports_shipments(conn, supplier_id, body.reports_shipments)
             doc = await supplier_view(conn, supplier_id)
     except PG_ERRORS as exc:
         raise unavailable() from exc
@@ -63,6 +71,7 @@ async def supplier_view(conn: Any, supplier_id: str) -> dict[str, Any]:
         return {
             "supplier_id": supplier_id,
             "name": name,
+            "reports_shipments": False,
             "feed": None,
             "health": None,
             "quarantine": [],
@@ -72,6 +81,7 @@ async def supplier_view(conn: Any, supplier_id: str) -> dict[str, Any]:
     return {
         "supplier_id": supplier_id,
         "name": name,
+        "reports_shipments": await shipments.reports_shipments(conn, supplier_id),
         "feed": feed_doc(found.feed, found.has_secret),
         "health": health_doc(health) if health else None,
         "quarantine": [

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from flashsale import services
 from flashsale.engine import Settings
-from flashsale.loadtests import demo_feed, loadtest, saga_report
+from flashsale.loadtests import demo_after_sale, demo_feed, loadtest, saga_report
 from flashsale.loadtests.crowd.passes import customer_token
 from flashsale.loadtests.gateway_process import gateway
 from flashsale.loadtests.options import LoadOptions
@@ -110,7 +110,11 @@ async def run(settings: Settings) -> int:
         stack.callback(_close, api)
         children = Children(out, env)
         stack.callback(children.stop_all)
-        children.start("reconciler", "reconcile", "--sale", sale, ready="connected to PostgreSQL")
+        after = demo_after_sale.after_sale_id(sale)
+        children.start(
+            "reconciler", "reconcile", "--sale", sale, "--sale", after,
+            ready="connected to PostgreSQL",
+        )  # fmt: skip
         units = sum(n for suppliers in STOCK.values() for _, n in suppliers)
         visitor = customer_token(settings.customer_secret, settings.customer_audience, "visitor")
         print(
@@ -131,6 +135,9 @@ async def run(settings: Settings) -> int:
         await saga_report.settle(settings, sale)
         print("\n" + await saga_report.summary(settings, sale), flush=True)
         print(await act.summary(settings), flush=True)
+        after_sale = demo_after_sale.AfterSaleAct(gw.url, after, settings, act)
+        print("\n" + await after_sale.run(), flush=True)
+        print("\n" + await saga_report.summary(settings, after), flush=True)
         print(f"\nthe queue page was {api.page_url} (stopped with the demo)", flush=True)
     return code
 

@@ -46,7 +46,9 @@ class FeedAct:
             "secret": self.secret,
             "sku_map": [{"supplier_sku": k, "sku": v} for k, v in SKU_MAP.items()],
         }
-        body = {"name": "Acme Wholesale", "feed": feed}
+        # The after-sale act (loadtests/demo_after_sale.py) has acme report its shipments; the
+        # flag is kept in PostgreSQL, and the crowd's orders are not to wait for parcels.
+        body = {"name": "Acme Wholesale", "reports_shipments": False, "feed": feed}
         await asyncio.to_thread(
             self.api.call, "PUT", f"/v1/admin/suppliers/{SUPPLIER}", body, admin=True
         )

@@ -60,3 +60,36 @@ async def order_record(conn: Connection, order_id: str) -> OrderRecord | None:
         await conn.fetch(_BACKORDERS, order_id),
         await conn.fetch(_NOTICES, order_id),
     )
+
+
+_DEAD = """
+SELECT o.order_id, o.sale_id, o.status, o.dead_step, s.attempts, s.last_error, s.updated_at
+FROM orders o LEFT JOIN saga_steps s ON s.order_id = o.order_id AND s.step = o.dead_step
+WHERE o.dead_step IS NOT NULL
+ORDER BY s.updated_at DESC NULLS LAST, o.order_id
+LIMIT $1
+"""
+
+
+async def dead_orders(conn: Connection, limit: int = 200) -> list[Row]:
+    """Orders whose saga stopped at a dead-lettered step, newest first: order, sale, status,
+    the step, its tries and last error, and when it gave up."""
+    return list(await conn.fetch(_DEAD, limit))
+
+
+async def order_exists(conn: Connection, order_id: str) -> bool:
+    return bool(await conn.fetchval("SELECT true FROM orders WHERE order_id = $1", order_id))
+
+
+_CHANGES = """
+SELECT id, kind, whole, lines, amount_minor, reason, source, status, outcome, created_at,
+       applied_at
+FROM order_changes WHERE order_id = $1 ORDER BY id
+"""
+
+
+async def order_changes(conn: Connection, order_id: str) -> list[Row] | None:
+    """The cancels and refunds asked of the order, oldest first (None: no such order)."""
+    if await conn.fetchval("SELECT 1 FROM orders WHERE order_id = $1", order_id) is None:
+        return None
+    return list(await conn.fetch(_CHANGES, order_id))

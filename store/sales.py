@@ -69,13 +69,13 @@ def _stock(record: SaleRecord) -> dict[Key, int]:
 
 _UPSERT_SALE = """
 INSERT INTO sales AS s (sale_id, name, starts_at, ends_at, hold_ttl_s, per_user_limit,
-                        waiting_room, rate_limit, return_url)
-VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, $8::jsonb, $9)
+                        waiting_room, rate_limit, return_url, credit_policy)
+VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, $8::jsonb, $9, $10)
 ON CONFLICT (sale_id) DO UPDATE SET
     name = EXCLUDED.name, starts_at = EXCLUDED.starts_at, ends_at = EXCLUDED.ends_at,
     hold_ttl_s = EXCLUDED.hold_ttl_s, per_user_limit = EXCLUDED.per_user_limit,
     waiting_room = EXCLUDED.waiting_room, rate_limit = EXCLUDED.rate_limit,
-    return_url = EXCLUDED.return_url,
+    return_url = EXCLUDED.return_url, credit_policy = EXCLUDED.credit_policy,
     config_version = s.config_version + 1, updated_at = now()
 RETURNING config_version
 """
@@ -94,6 +94,7 @@ async def _upsert_sale(conn: Connection, record: SaleRecord) -> int:
         _config_json(record.waiting_room),
         _config_json(record.rate_limit),
         record.return_url or None,
+        record.credit_policy,
     )
     return int(version)
 
@@ -285,6 +286,7 @@ def _record(row: Any, items: tuple[ItemConfig, ...]) -> SaleRecord:
         waiting_room=WaitingRoomConfig(**_known_fields(WaitingRoomConfig, row["waiting_room"])),
         rate_limit=RateLimitConfig(**_known_fields(RateLimitConfig, row["rate_limit"])),
         return_url=row["return_url"] or "",
+        credit_policy=row["credit_policy"],
     )
 
 
@@ -313,6 +315,17 @@ async def set_status(conn: Connection, sale_id: str, status: str) -> bool:
 async def sale_ids(conn: Connection) -> list[str]:
     rows = await conn.fetch("SELECT sale_id FROM sales ORDER BY sale_id")
     return [str(row["sale_id"]) for row in rows]
+
+
+async def recent_sales(conn: Connection, limit: int) -> list[Any]:
+    """The newest sales first (the operator console's list): id, name, status, start."""
+    return list(
+        await conn.fetch(
+            "SELECT sale_id, name, status, starts_at FROM sales "
+            "ORDER BY created_at DESC, sale_id LIMIT $1",
+            limit,
+        )
+    )
 
 
 _ROOM_SALES = """

@@ -132,6 +132,7 @@ FULL_SALE = sale_body(
 )
 FULL_SALE["items"][0]["name"] = "Red runner"
 FULL_SALE["return_url"] = "https://shop.example/checkout?hold={hold_id}"
+FULL_SALE["credit_policy"] = {"share": 0.5}
 EXAMPLES = {"Sale": FULL_SALE, "Checkout": checkout_body("c1"), "Confirm": PAYMENT}
 FIELDS = [
     pytest.param(name, path, required, id=f"{name}.{'.'.join(path)}")

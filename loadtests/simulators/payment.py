@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from starlette.applications import Starlette
@@ -43,6 +43,8 @@ class Authorization:
     refunded_minor: int = 0
     captures: int = 0  # capture operations that took money (a second one is a bug)
     capture_refusals: int = 0
+    # Each refund that paid money back, once per idempotency key: [{key, amount_minor}]
+    refunds: list[dict[str, Any]] = field(default_factory=list)
 
 
 class PaymentSim:
@@ -161,5 +163,6 @@ class PaymentSim:
         if not 0 < amount <= room:
             return self.keys.keep(key, 409, {"code": "NOT_REFUNDABLE", "detail": f"room {room}"})
         auth.refunded_minor += amount
+        auth.refunds.append({"key": key, "amount_minor": amount})
         auth.status = "refunded"
         return self.keys.keep(key, 200, {"id": auth.id, "status": "refunded"})

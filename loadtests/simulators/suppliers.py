@@ -1,5 +1,6 @@
 """The simulated suppliers: each its own stock per sku that runs out; allocations locked for a
-while, then confirmed or cancelled; locks that lapse on request (PUT /_sim/suppliers/{id})."""
+while, then confirmed or cancelled; locks that lapse on request (PUT /_sim/suppliers/{id});
+signed shipment webhooks to the gateway (loadtests/simulators/shipping.py)."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from flashsale.loadtests.simulators.common import (
     reply,
     update_numbers,
 )
+from flashsale.loadtests.simulators.shipping import Shipper
 
 
 @dataclass(slots=True)
@@ -30,6 +32,7 @@ class SupplierConfig(Misbehaviour):
     stock: dict[str, int] = field(default_factory=dict)
     cost_minor: dict[str, int] = field(default_factory=dict)
     lapse_next: int = 0  # this many next allocations get a lock that has already run out
+    lapse_sells: int = 0  # 1: a lapsed lock's units are sold elsewhere, never given back
 
 
 @dataclass(slots=True)
@@ -54,6 +57,7 @@ class SupplierSim:
         # Every allocation request answered (a replayed key is not asked again), refusals too:
         # supplier, sku, qty and the code (LOCKED or the refusal's), in order.
         self.requests: list[dict[str, Any]] = []
+        self.shipper = Shipper()
 
     def app(self) -> Starlette:
         base = "/suppliers/{supplier}"
@@ -64,6 +68,7 @@ class SupplierSim:
                 Route(base + "/allocations/{allocation}/cancel", self.cancel, methods=["POST"]),
                 Route(base + "/stock/{sku}", self.stock, methods=["GET"]),
                 Route("/_sim/suppliers/{supplier}", self.put_supplier, methods=["PUT"]),
+                Route("/_sim/suppliers/{supplier}/ship", self.ship, methods=["POST"]),
                 *control_routes(self.records, self.configure, self.reset),
             ]
         )
@@ -77,7 +82,8 @@ class SupplierSim:
             if a.status == "locked" and a.expires_at <= now:
                 a.status = "lapsed"
                 cfg = self._supplier(a.supplier_id)
-                cfg.stock[a.sku] = cfg.stock.get(a.sku, self.default_stock) + a.qty
+                if not cfg.lapse_sells:
+                    cfg.stock[a.sku] = cfg.stock.get(a.sku, self.default_stock) + a.qty
         return s.stock.setdefault(sku, self.default_stock)
 
     async def records(self, _: Request) -> Response:
@@ -87,6 +93,7 @@ class SupplierSim:
                 "allocations": [asdict(a) for a in self.allocations.values()],
                 "requests": self.requests,
                 "stock": {k: v.stock for k, v in self.suppliers.items()},
+                "shipments": self.shipper.sent,
             },
         )
 
@@ -94,11 +101,17 @@ class SupplierSim:
         doc = await body_of(request)
         if isinstance(doc.get("default_stock"), int):
             self.default_stock = doc["default_stock"]
+        self.shipper.configure(doc)
         return reply(200, {"default_stock": self.default_stock})
 
     async def reset(self, _: Request) -> Response:
+        shipper = self.shipper
         self.__init__(self.default_stock)  # type: ignore[misc]
+        self.shipper = shipper.reset()
         return reply(200, {})
+
+    async def ship(self, request: Request) -> Response:
+        return await self.shipper.ship_route(request)
 
     async def put_supplier(self, request: Request) -> Response:
         doc = await body_of(request)
@@ -107,6 +120,7 @@ class SupplierSim:
         cfg.stock = {str(k): int(v) for k, v in dict(doc.get("stock", {})).items()}
         cfg.cost_minor = {str(k): int(v) for k, v in dict(doc.get("cost_minor", {})).items()}
         self.suppliers[request.path_params["supplier"]] = cfg
+        self.shipper.put_supplier(request.path_params["supplier"], doc)
         return reply(200, asdict(cfg))
 
     async def _guarded(
@@ -187,6 +201,7 @@ class SupplierSim:
             }
         a.status = "confirmed"
         a.confirms += 1
+        self.shipper.confirmed(a.supplier_id, a.key.split(":", 1)[0], a.sku, a.qty)
         return 200, {"id": a.id, "status": a.status}
 
     async def cancel(self, request: Request) -> Response:

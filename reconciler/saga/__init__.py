@@ -9,6 +9,9 @@
         secondary -> the line ships from the named supplier at its cost (margin recorded)
         cancel    -> whole order: allocations cancelled, payment voided (CANCELLED) or refunded
                      if captured (REFUNDED), unshippable units written off, the rest back on sale
+    a cancel or refund asked of the order (order.change, after the step running): lines
+        cancelled at their supplier and back on sale, voided or refunded; CANCELLED / REFUNDED
+        when nothing is left
 
 A step reads an order and returns what it decided (a `Decision`); the store writes that in one
 transaction (store/saga/). Every call to a party carries an idempotency key built from order,
@@ -22,6 +25,7 @@ from flashsale.reconciler.saga.allocate import allocate
 from flashsale.reconciler.saga.authorize import authorize
 from flashsale.reconciler.saga.backorders import apply_backorders
 from flashsale.reconciler.saga.capture import capture
+from flashsale.reconciler.saga.changes import apply_changes
 from flashsale.reconciler.saga.notify import notify
 from flashsale.reconciler.saga.parties import Parties, Step
 
@@ -31,6 +35,7 @@ STEPS: dict[str, Step] = {
     "payment.capture": capture,
     "notify": notify,
     "backorder.apply": apply_backorders,
+    "order.change": apply_changes,
 }
 
 __all__ = ["STEPS", "Parties", "Step"]

@@ -8,6 +8,7 @@ from typing import Any
 
 from flashsale.engine import Code
 from flashsale.reconciler.adapters import PartyUnavailable
+from flashsale.reconciler.saga import dates
 from flashsale.reconciler.saga.parties import Parties, now
 from flashsale.store.saga.feed_room import NO_LEVEL, RoomAnswer
 from flashsale.store.saga.model import Backorder, Decision, Line, Notice, Order
@@ -34,7 +35,7 @@ async def _allocate_line(p: Parties, o: Order, line: Line) -> list[str]:
             continue
         key = o.key(line.sku, line.hold_supplier, supplier_id)
         try:
-            answer = await p.suppliers.allocate(supplier_id, key, line.sku, line.qty, p.lock_s)
+            answer = await p.suppliers.allocate(supplier_id, key, line.sku, line.live_qty, p.lock_s)
         except PartyUnavailable:
             await _give_back(p, room)
             raise
@@ -55,7 +56,7 @@ async def _room(p: Parties, supplier_id: str, line: Line) -> RoomAnswer:
     """The feed room claimed for the line (no claim: the supplier has no level to respect)."""
     if p.feed_room is None:
         return NO_LEVEL
-    return await p.feed_room.claim(supplier_id, line.sku, line.qty)
+    return await p.feed_room.claim(supplier_id, line.sku, line.live_qty)
 
 
 async def _give_back(p: Parties, room: RoomAnswer) -> None:
@@ -105,7 +106,7 @@ def ship_from(line: Line, supplier_id: str, unit_cost: int, ref: str) -> None:
     line.cost_minor = unit_cost
     line.allocation_ref = ref
     line.confirmed = False
-    line.margin_minor = line.qty * (line.price_minor - unit_cost)
+    line.margin_minor = line.live_qty * (line.price_minor - unit_cost)
 
 
 async def _options(p: Parties, o: Order, line: Line) -> list[dict[str, Any]]:
@@ -166,6 +167,9 @@ async def allocate(p: Parties, o: Order) -> Decision:
     for line in todo:
         cuts += await _allocate_line(p, o, line)
     short = [line for line in todo if line.status == "backordered"]
+    # A line that waited for today and is still short keeps waiting, its date moved on.
+    moved, given, told = dates.move(p, o, [x for x in short if x.ref in was_waiting])
+    short = [x for x in short if x.ref not in was_waiting]
     rerouted = _reroutes(todo)
     shipped = {x.ref for x in todo if x.status == "allocated"}
     touched = []
@@ -175,6 +179,8 @@ async def allocate(p: Parties, o: Order) -> Decision:
             touched.append(b)
     note = f"; rerouted {', '.join(rerouted)}" if rerouted else ""
     note += f"; {', '.join(cuts)}" if cuts else ""
+    if moved and not short and not shipped:
+        return dates.later(o, todo, moved, given, told)
     if not short:
         return Decision(
             "allocated" + (" with reroute" if rerouted else ""),
@@ -182,7 +188,9 @@ async def allocate(p: Parties, o: Order) -> Decision:
             "every line allocated" + note,
             "payment.capture",
             lines=todo,
-            backorders=touched,
+            backorders=touched + moved,
+            notices=told,
+            dates=given,
         )
     for line in short:
         old = next((b for b in o.backorders if b.ref == line.ref), None)
@@ -190,7 +198,10 @@ async def allocate(p: Parties, o: Order) -> Decision:
         touched.append(
             Backorder(old.id if old else 0, *line.ref, line.qty, "open", None, None, options)
         )
-    return _backordered(o, todo, short, touched, note)
+    d = _backordered(o, todo, short, touched + moved, note)
+    d.notices += told
+    d.dates = given
+    return d
 
 
 def _backordered(

@@ -7,6 +7,7 @@ import datetime as dt
 from typing import Any
 
 from flashsale.reconciler.adapters import PartyUnavailable
+from flashsale.reconciler.saga import dates
 from flashsale.reconciler.saga.allocate import ship_from
 from flashsale.reconciler.saga.compensation import (
     cancel_allocations,
@@ -16,6 +17,8 @@ from flashsale.reconciler.saga.compensation import (
 )
 from flashsale.reconciler.saga.parties import Parties, both
 from flashsale.store.saga.model import Backorder, Decision, Notice, Order
+
+WAIT_REASON = "the retailer waits for the supplier's stock"
 
 
 async def _secondary(p: Parties, o: Order, b: Backorder) -> tuple[str, dict[str, Any] | None]:
@@ -42,19 +45,26 @@ async def apply_backorders(p: Parties, o: Order) -> Decision:
         return await _cancel_order(p, o)
     notes: list[str] = []
     refused: list[dict[str, Any]] = []
+    waits: list[tuple[Backorder, dt.date | None, str]] = []  # (backorder, its date before, why)
     for b in decided:
         assert b.decision is not None
         if b.decision["decision"] == "wait":
             line = next(x for x in o.lines if x.ref == b.ref)
             b.status, line.status = "waiting", "waiting"
+            previous = b.promised_date
             b.promised_date = dt.date.fromisoformat(b.decision["promised_date"])
             notes.append(f"{b.sku} waits until {b.promised_date.isoformat()}")
+            waits.append((b, previous, WAIT_REASON))
             continue
         note, refusal = await _secondary(p, o, b)
         notes.append(note)
         if refusal is not None:
             refused.append(refusal)
     open_left = any(b.status == "open" for b in o.backorders)
+    notices = [Notice("retailer", "backorder.decision_failed", {"refused": refused})]
+    notices = notices if refused else []
+    if waits:  # the customer is told the promised date
+        notices.append(dates.told(waits))
     return Decision(
         "applied",
         None,
@@ -62,9 +72,8 @@ async def apply_backorders(p: Parties, o: Order) -> Decision:
         None if open_left else "payment.capture",
         lines=o.lines,
         backorders=decided,
-        notices=[Notice("retailer", "backorder.decision_failed", {"refused": refused})]
-        if refused
-        else [],
+        notices=notices,
+        dates=[dates.promised(b, why) for b, _, why in waits],
     )
 
 

@@ -124,20 +124,24 @@ _RETRY_DEAD = """
 UPDATE orders SET next_step = dead_step, dead_step = NULL, step_due_at = now(),
     step_token = step_token + 1
 WHERE order_id = $1 AND dead_step IS NOT NULL AND next_step IS NULL
-RETURNING next_step
+RETURNING next_step, status
 """
 
 
-async def retry_dead(conn: Connection, order_id: str) -> bool:
-    """An operator's retry of a dead-lettered step: due now, with a fresh count of tries."""
+async def retry_dead(conn: Connection, order_id: str, by: str = "an operator") -> str | None:
+    """An operator's retry of a dead-lettered step: due now, with a fresh count of tries, and a
+    note in the order's transitions. The step, or None when the order has no dead step."""
     async with conn.transaction():
-        step = await conn.fetchval(_RETRY_DEAD, order_id)
-        if step is None:
-            return False
+        row = await conn.fetchrow(_RETRY_DEAD, order_id)
+        if row is None:
+            return None
+        step = str(row["next_step"])
         await conn.execute(
             "UPDATE saga_steps SET status = 'pending', attempts = 0 "
             "WHERE order_id = $1 AND step = $2",
             order_id,
             step,
         )
-    return True
+        cause = f"step {step} retried by {by}"
+        await conn.execute(TRANSITION, order_id, row["status"], row["status"], cause)
+    return step

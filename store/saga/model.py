@@ -33,10 +33,19 @@ class Line:
     planned_margin_minor: int
     margin_minor: int | None
     refused_by: list[str]
+    cancelled_qty: int = 0  # units cancelled: never shipped, never charged (or refunded)
+    refunded_qty: int = 0  # units refunded by line (a return, an operator's line refund)
+    refunded_minor: int = 0  # money refunded for this line
+    shipped_qty: int = 0  # units its supplier reported shipped (written by store/shipments.py)
+
+    @property
+    def live_qty(self) -> int:
+        """The units still ordered: what is allocated, shipped and charged."""
+        return self.qty - self.cancelled_qty
 
     @property
     def amount_minor(self) -> int:
-        return self.qty * self.price_minor
+        return self.live_qty * self.price_minor
 
     @property
     def ref(self) -> tuple[str, str]:
@@ -61,6 +70,22 @@ class Backorder:
 
 
 @dataclass(slots=True)
+class Change:
+    """A change asked of the order after the sale (order_changes): a cancel or a refund, carried
+    out by the order.change step, which sets `status` (applied | refused) and `outcome`."""
+
+    id: int
+    kind: str  # cancel | refund
+    whole: bool  # a cancel of every unit left on the order
+    lines: list[dict[str, Any]]  # [{sku, hold_supplier, qty}]
+    amount_minor: int
+    reason: str
+    source: str  # customer | operator | return
+    status: str = "pending"
+    outcome: str = ""
+
+
+@dataclass(slots=True)
 class Order:
     order_id: str
     sale_id: str
@@ -76,10 +101,23 @@ class Order:
     lines: list[Line]
     backorders: list[Backorder]
     suppliers: dict[str, list[tuple[str, int]]]  # sku -> [(supplier, unit cost)] by priority
+    changes: list[Change] = field(default_factory=list)  # pending cancels and refunds, in order
+    paused: tuple[str | None, dt.datetime | None] = (None, None)  # the step a change displaced
+    reporting: frozenset[str] = frozenset()  # its suppliers whose lines wait for shipments
 
     def key(self, *parts: object) -> str:
         """An idempotency key for a call to a party: order, step, round, then `parts`."""
         return ":".join([self.order_id, self.step, str(self.round), *map(str, parts)])
+
+
+@dataclass(frozen=True, slots=True)
+class DateChange:
+    """A promised date a waiting backorder was given (a row of backorder_dates)."""
+
+    backorder_id: int
+    promised_date: dt.date
+    reason: str
+    source: str  # retailer | saga
 
 
 @dataclass(slots=True)
@@ -104,3 +142,5 @@ class Decision:
     backorders: list[Backorder] = field(default_factory=list)  # to open (status open) or update
     notices: list[Notice] = field(default_factory=list)
     history: list[tuple[str, str]] = field(default_factory=list)  # (step, outcome) done here
+    changes: list[Change] = field(default_factory=list)  # applied or refused here
+    dates: list[DateChange] = field(default_factory=list)  # promised dates given here

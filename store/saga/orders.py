@@ -8,9 +8,19 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
+from flashsale.store import retailer_ledger, shipments
 from flashsale.store.db import Connection
+from flashsale.store.saga import changes
 from flashsale.store.saga.claims import LOCK, REARM, TRANSITION, Claim
-from flashsale.store.saga.model import FINAL, Backorder, Decision, Line, Notice, Order
+from flashsale.store.saga.model import (
+    FINAL,
+    Backorder,
+    DateChange,
+    Decision,
+    Line,
+    Notice,
+    Order,
+)
 
 # --- reading -----------------------------------------------------------------------------------
 
@@ -21,7 +31,8 @@ FROM orders WHERE order_id = $1
 """
 _LINES = """
 SELECT sku, hold_supplier, qty, price_minor, status, supplier_id, cost_minor, allocation_ref,
-       confirmed, planned_margin_minor, margin_minor, refused_by
+       confirmed, planned_margin_minor, margin_minor, refused_by, cancelled_qty, refunded_qty,
+       refunded_minor, shipped_qty
 FROM order_allocations WHERE order_id = $1 ORDER BY sku, hold_supplier
 """
 _BACKORDERS = """
@@ -57,8 +68,17 @@ async def load(conn: Connection, c: Claim) -> Order:
         for r in await conn.fetch(_LINES, c.order_id)
     ]
     backorders = [_backorder(r) for r in await conn.fetch(_BACKORDERS, c.order_id)]
+    pending, paused = await changes.pending(conn, c.order_id)
     return Order(
-        **dict(o), step=c.step, round=c.round, lines=lines, backorders=backorders, suppliers=chains
+        **dict(o),
+        step=c.step,
+        round=c.round,
+        lines=lines,
+        backorders=backorders,
+        suppliers=chains,
+        changes=pending,
+        paused=paused,
+        reporting=await shipments.reporting(conn, [x.supplier_id for x in lines if x.supplier_id]),
     )
 
 
@@ -86,7 +106,8 @@ async def _order_row(
 
 _WRITE_LINE = """
 UPDATE order_allocations SET status = $4, supplier_id = $5, cost_minor = $6, allocation_ref = $7,
-    confirmed = $8, margin_minor = $9, refused_by = $10, updated_at = now()
+    confirmed = $8, margin_minor = $9, refused_by = $10, cancelled_qty = $11, refunded_qty = $12,
+    refunded_minor = $13, updated_at = now()
 WHERE order_id = $1 AND sku = $2 AND hold_supplier = $3
 """
 
@@ -104,6 +125,9 @@ async def _lines(conn: Connection, order_id: str, lines: Sequence[Line]) -> None
             x.confirmed,
             x.margin_minor,
             x.refused_by,
+            x.cancelled_qty,
+            x.refunded_qty,
+            x.refunded_minor,
         )
         for x in lines
     ]
@@ -180,6 +204,18 @@ async def _outbox(
         await conn.executemany(_NOTICE, rows)
 
 
+_DATE = """
+INSERT INTO backorder_dates (backorder_id, promised_date, reason, source) VALUES ($1, $2, $3, $4)
+"""
+
+
+async def _dates(conn: Connection, dates: Sequence[DateChange]) -> None:
+    """The promised dates the step gave (the history the order views show)."""
+    rows = [(x.backorder_id, x.promised_date, x.reason, x.source) for x in dates]
+    if rows:
+        await conn.executemany(_DATE, rows)
+
+
 _STEP_DONE = """
 INSERT INTO saga_steps (order_id, step, status, attempts, outcome, round, request_id)
 VALUES ($1, $2, 'done', 1, $3, $4, $5)
@@ -215,6 +251,8 @@ async def _cursor(conn: Connection, c: Claim, d: Decision, status: str) -> None:
         await conn.execute(_CLOSE_BACKORDERS, c.order_id)  # nothing left to decide
     elif await conn.fetchval(_DECIDED, c.order_id):
         next_step, next_at = "backorder.apply", None
+    if next_step != "backorder.apply":  # a cancel or refund asked while the step ran
+        next_step, next_at = await changes.divert(conn, c.order_id, next_step, next_at)
     if next_step is not None:
         await conn.execute(REARM, c.order_id, next_step)
     await conn.execute(_NEXT, c.order_id, next_step, next_at or dt.datetime.now(dt.UTC))
@@ -232,8 +270,15 @@ async def write(conn: Connection, c: Claim, o: Order, d: Decision) -> bool:
         if moved or d.cause:
             await conn.execute(TRANSITION, c.order_id, row["status"], status, d.cause)
         await _lines(conn, c.order_id, d.lines)
+        await retailer_ledger.reconcile(conn, o)  # the retailer's credit follows the lines
         await _backorders(conn, c.order_id, d.backorders, c.step == "backorder.apply")
         await _outbox(conn, c, o, status, d.notices)
         await _steps(conn, c, d)
+        await changes.write_outcomes(conn, d.changes)
+        await _dates(conn, d.dates)
         await _cursor(conn, c, d, status)
+        if c.step in ("notify", "order.change"):
+            # Shipments that came after the step read the lines, or a cancel of the units
+            # still to ship, can leave an order parked for shipments with nothing left to wait.
+            await shipments.settle(conn, c.order_id, "every live unit shipped")
     return True
