@@ -69,7 +69,7 @@ def add_demo(sub: Subparsers) -> None:
 
 def add_bench(sub: Subparsers) -> None:
     bench = sub.add_parser("bench", help="run one benchmark, or all, and print one table")
-    targets = ["engine", "pg", "gateway", "queue", "reconcile", "wait", "feeds", "all"]
+    targets = ["engine", "pg", "gateway", "queue", "reconcile", "wait", "feeds", "scale", "all"]
     bench.add_argument("target", nargs="?", default="all", choices=targets)
     bench.add_argument(
         "--requests", type=int, default=100_000, help="reservations per side (pg: 1/10 on postgres)"
@@ -88,6 +88,17 @@ def add_bench(sub: Subparsers) -> None:
     )
     bench.add_argument(
         "--feed-rate", type=int, default=1_000, help="feeds: webhook records per second"
+    )
+    bench.add_argument(
+        "--tickets", type=int, default=1_000_000, help="scale: waiting tickets in one room"
+    )
+    bench.add_argument(
+        "--skus", type=int, default=1_000, help="scale: skus (x 3 suppliers) of the big sale"
+    )
+    bench.add_argument(
+        "--profile",
+        action="store_true",
+        help="gateway, queue, engine, scale: CPU per request, flame graphs under artifacts/",
     )
     bench.set_defaults(func=_bench)
 

@@ -10,11 +10,15 @@ import subprocess
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from flashsale import services
 from flashsale.engine import Engine, ItemConfig, SaleConfig, Settings, SupplierStockConfig, keys
 from flashsale.engine.connection import connect
 from flashsale.engine.scripts import source
+
+if TYPE_CHECKING:
+    from flashsale.loadtests.bench.profile import Profile
 
 BENCH_SALE = "bench-engine"
 
@@ -26,6 +30,7 @@ class Row:
     p50_ms: float | None = None
     p99_ms: float | None = None
     compared: bool = True  # False: a figure of its own, no ratio against the baseline
+    requests: int = 0  # how many requests the run served, when known (wrk's count)
 
 
 async def load_bench_sale(engine: Engine, sale_id: str = BENCH_SALE) -> None:
@@ -157,7 +162,11 @@ async def engine_side(
     return await drive(name, reserve, requests, concurrency)
 
 
-async def bench_engine(settings: Settings, requests: int, concurrency: int) -> list[Row]:
+async def bench_engine(
+    settings: Settings, requests: int, concurrency: int, profile: Profile | None = None
+) -> list[Row]:
+    """With `profile`, one more run of redis-benchmark and the batched engine collects CPU per
+    request (this process's and Redis') and a flame graph of this process into it."""
     urls = services.up(settings, log=lambda _line: None)
     url = urls["FLASHSALE_REDIS_URL"]
     port = int(url.rsplit(":", 1)[1].split("/")[0])
@@ -180,6 +189,29 @@ async def bench_engine(settings: Settings, requests: int, concurrency: int) -> l
             rows.setdefault(row.name, []).append(row)
         done = ", ".join(f"{n} {r[-1].requests_per_s:.0f}/s" for n, r in rows.items())
         print(f"  round done: {done}")
+    if profile is not None:
+        await _profile(profile, settings, batched, url, requests, concurrency)
     await batched.forget_sale(BENCH_SALE)  # ~100k holds would slow every later key scan
     await client.aclose()
     return [max(r, key=lambda x: x.requests_per_s) for r in rows.values()]
+
+
+async def _profile(
+    profile: Profile, settings: Settings, engine: Engine, url: str, requests: int, concurrency: int
+) -> None:
+    from flashsale.loadtests.bench.profile import profile_in_process
+
+    port = int(url.rsplit(":", 1)[1].split("/")[0])
+    batched = "engine.reserve (per-tick pipelines)"
+
+    async def baseline() -> Row:
+        return await asyncio.to_thread(_redis_benchmark, settings, port, requests, concurrency)
+
+    async def reserve() -> Row:
+        return await engine_side(engine, batched, requests, concurrency)
+
+    sides = [
+        ("redis-benchmark EVALSHA reserve.lua", requests, baseline),
+        (batched, requests, reserve),
+    ]
+    await profile_in_process(profile, url, sides)

@@ -10,6 +10,7 @@ from flashsale import services
 from flashsale.engine import Engine, Settings
 from flashsale.engine.connection import connect
 from flashsale.loadtests.bench.engine import Row
+from flashsale.loadtests.bench.profile import Profile, profile_sides
 from flashsale.loadtests.bench.wrk import alternate, wrk
 from flashsale.loadtests.crowd.passes import customer_token
 from flashsale.loadtests.gateway_process import Gateway, gateway
@@ -75,19 +76,31 @@ def forget_bench_sale(settings: Settings, redis_url: str) -> None:
     asyncio.run(forget())
 
 
-def bench_gateway(settings: Settings, seconds: int, connections: int, workers: int) -> list[Row]:
-    """In production mode (this run's own secrets): checkouts pay for customer-token checks."""
+def bench_gateway(
+    settings: Settings,
+    seconds: int,
+    connections: int,
+    workers: int,
+    profile: Profile | None = None,
+) -> list[Row]:
+    """In production mode (this run's own secrets): checkouts pay for customer-token checks.
+    With `profile`, one more run per side collects CPU per request and flame graphs into it."""
     env = services.up(settings, log=lambda _line: None)
     settings, secret_env = production_secrets(settings)
     env = {**env, **secret_env}
     try:
-        return _measure(settings, env, seconds, connections, workers)
+        return _measure(settings, env, seconds, connections, workers, profile)
     finally:
         forget_bench_sale(settings, env["FLASHSALE_REDIS_URL"])
 
 
 def _measure(
-    settings: Settings, env: dict[str, str], seconds: int, connections: int, workers: int
+    settings: Settings,
+    env: dict[str, str],
+    seconds: int,
+    connections: int,
+    workers: int,
+    profile: Profile | None,
 ) -> list[Row]:
     with tempfile.TemporaryDirectory() as tmp, gateway(env, workers=workers) as gw:
         script, baseline = token_scripts(settings, Path(tmp))
@@ -98,4 +111,8 @@ def _measure(
             (gw.url + "/healthz", baseline, "GET /healthz"),
             (holds, script, "POST /v1/sales/{sale}/holds"),
         ]
-        return alternate(sides, seconds, connections)
+        rows = alternate(sides, seconds, connections)
+        if profile is not None:
+            redis_url = env["FLASHSALE_REDIS_URL"]
+            profile_sides(profile, gw.process.pid, redis_url, sides, seconds, connections)
+        return rows

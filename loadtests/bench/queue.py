@@ -15,6 +15,7 @@ from flashsale.engine.connection import connect
 from flashsale.engine.waiting_room import WaitingRoom
 from flashsale.gateway.room.tokens import KeyRing, Tickets
 from flashsale.loadtests.bench.engine import Row
+from flashsale.loadtests.bench.profile import Profile, profile_sides
 from flashsale.loadtests.bench.wrk import alternate, wrk
 from flashsale.loadtests.gateway_process import gateway
 from flashsale.loadtests.run_secrets import production_secrets
@@ -91,22 +92,34 @@ async def _forget(settings: Settings, redis_url: str) -> None:
     await client.aclose()
 
 
-def bench_queue(settings: Settings, seconds: int, connections: int, workers: int) -> list[Row]:
+def bench_queue(
+    settings: Settings,
+    seconds: int,
+    connections: int,
+    workers: int,
+    profile: Profile | None = None,
+) -> list[Row]:
     """This run's own secrets, in dev mode: wrk's joins name new customers in the body, as wrk
-    cannot sign a customer token per join (the checkout bench pays for token checks)."""
+    cannot sign a customer token per join (the checkout bench pays for token checks). With
+    `profile`, one more run of /healthz, status and join collects CPU per request into it."""
     env = services.up(settings, log=lambda _line: None)
     settings, secret_env = production_secrets(settings)
     settings = dataclasses.replace(settings, env="dev")
     env = {**env, **secret_env, "FLASHSALE_ENV": "dev"}
     asyncio.run(_forget(settings, env["FLASHSALE_REDIS_URL"]))  # a fresh room every run
     try:
-        return _measure(settings, env, seconds, connections, workers)
+        return _measure(settings, env, seconds, connections, workers, profile)
     finally:
         asyncio.run(_forget(settings, env["FLASHSALE_REDIS_URL"]))
 
 
 def _measure(
-    settings: Settings, env: dict[str, str], seconds: int, connections: int, workers: int
+    settings: Settings,
+    env: dict[str, str],
+    seconds: int,
+    connections: int,
+    workers: int,
+    profile: Profile | None,
 ) -> list[Row]:
     with tempfile.TemporaryDirectory() as tmp, gateway(env, workers=workers) as gw:
         api = SaleApi(gw.url, SALE, settings.admin_key)
@@ -134,4 +147,11 @@ def _measure(
             (gw.url + "/healthz", health_script, "GET /healthz"),
             (status_url, status_script, f"GET .../queue/{{ticket}} ({total // 1000}k waiting)"),
         ]
-        return [*alternate(sides, seconds, connections), join]
+        rows = [*alternate(sides, seconds, connections), join]
+        if profile is not None:  # new customers again: a second join of one is a cheaper path
+            again = Path(tmp) / "join-profile.lua"
+            again.write_text((JOIN_LUA % SALE).replace('"wrk-', '"wrk-profile-'))
+            sides.append((f"{gw.url}/v1/sales/{SALE}/queue", again, join.name))
+            redis_url = env["FLASHSALE_REDIS_URL"]
+            profile_sides(profile, gw.process.pid, redis_url, sides, seconds, connections)
+        return rows

@@ -12,6 +12,7 @@ import sys
 import traceback
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import asyncpg  # type: ignore[import-untyped,unused-ignore]  # asyncpg ships no type hints
 
@@ -19,6 +20,9 @@ from flashsale import services
 from flashsale.engine import Settings
 from flashsale.engine.connection import connect
 from flashsale.loadtests.bench.engine import Row
+
+if TYPE_CHECKING:
+    from flashsale.loadtests.bench.profile import Profile
 
 PG_SHARE = 10  # the row-lock sides run requests / PG_SHARE calls: ~10x slower, similar duration
 
@@ -39,9 +43,10 @@ Measured = tuple[list[Row], list[str]]  # rows (the baseline first), notes on ho
 async def _engine(settings: Settings, args: argparse.Namespace) -> Measured:
     from flashsale.loadtests.bench.engine import bench_engine
 
-    rows = await bench_engine(settings, args.requests, args.concurrency)
+    profile = _profile(args)
+    rows = await bench_engine(settings, args.requests, args.concurrency, profile)
     note = f"{args.requests} reservations per side (one EVALSHA per call: {args.requests // 4})"
-    return rows, [f"engine: {note}, {args.concurrency} callers"]
+    return rows, _profiled([f"engine: {note}, {args.concurrency} callers"], profile)
 
 
 async def _wait(settings: Settings, args: argparse.Namespace) -> Measured:
@@ -71,22 +76,35 @@ def _wrk_note(name: str, args: argparse.Namespace) -> str:
     )
 
 
+def _profile(args: argparse.Namespace) -> Profile | None:
+    """`--profile`: CPU per request and flame graphs, collected by the bench that runs."""
+    from flashsale.loadtests.bench.profile import Profile
+
+    return Profile() if getattr(args, "profile", False) else None
+
+
+def _profiled(notes: list[str], profile: Profile | None) -> list[str]:
+    return [*notes, *profile.lines()] if profile is not None else notes
+
+
 async def _gateway(settings: Settings, args: argparse.Namespace) -> Measured:
     from flashsale.loadtests.bench.gateway import bench_gateway
 
+    profile = _profile(args)
     rows = await asyncio.to_thread(
-        bench_gateway, settings, args.seconds, args.connections, args.workers
+        bench_gateway, settings, args.seconds, args.connections, args.workers, profile
     )
-    return rows, [_wrk_note("gateway", args)]
+    return rows, _profiled([_wrk_note("gateway", args)], profile)
 
 
 async def _queue(settings: Settings, args: argparse.Namespace) -> Measured:
     from flashsale.loadtests.bench.queue import bench_queue
 
+    profile = _profile(args)
     rows = await asyncio.to_thread(
-        bench_queue, settings, args.seconds, args.connections, args.workers
+        bench_queue, settings, args.seconds, args.connections, args.workers, profile
     )
-    return rows, [_wrk_note("queue", args)]
+    return rows, _profiled([_wrk_note("queue", args)], profile)
 
 
 async def _reconcile(settings: Settings, args: argparse.Namespace) -> Measured:
@@ -108,6 +126,23 @@ async def _feeds(settings: Settings, args: argparse.Namespace) -> Measured:
     return rows, [f"feeds: {applied.note()}", lat.note()]
 
 
+async def _scale(settings: Settings, args: argparse.Namespace) -> Measured:
+    from flashsale.loadtests.bench.scale import bench_scale
+
+    profile = _profile(args)
+    run = await asyncio.to_thread(
+        bench_scale,
+        settings,
+        args.tickets,
+        args.skus,
+        args.seconds,
+        args.connections,
+        args.workers,
+        profile,
+    )
+    return run.rows, _profiled([*run.notes, _wrk_note("scale", args)], profile)
+
+
 # target -> (benchmark name in the table, what measures it)
 _BENCHES: dict[str, tuple[str, Callable[[Settings, argparse.Namespace], Awaitable[Measured]]]] = {
     "engine": ("engine vs redis-benchmark", _engine),
@@ -117,10 +152,12 @@ _BENCHES: dict[str, tuple[str, Callable[[Settings, argparse.Namespace], Awaitabl
     "reconcile": ("reconcile batch vs per-row", _reconcile),
     "wait": ("cluster reserve: WAIT 1 vs none", _wait),
     "feeds": ("supplier feed: batches vs per row", _feeds),
+    "scale": ("scale: a big waiting room, a many-sku sale", _scale),
 }
 TARGETS = tuple(_BENCHES)
 # `all` leaves out `wait`: ~4 x 100k reservations on the cluster take over 30 s on their own.
-ALL = tuple(t for t in TARGETS if t != "wait")
+# Nor `scale`: a million joins alone take minutes.
+ALL = tuple(t for t in TARGETS if t not in ("wait", "scale"))
 
 
 async def measure(settings: Settings, target: str, args: argparse.Namespace) -> Section:

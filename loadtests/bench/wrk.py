@@ -25,7 +25,8 @@ def wrk(url: str, seconds: int, connections: int, script: Path | None, name: str
     if bad:  # an error answer is cheaper than a success: counting it would flatter the route
         raise RuntimeError(f"{name}: {bad[1]} requests failed\n{out}")
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out)[1])  # type: ignore[index]
-    return Row(name, rps, _latency_ms(out, "50%"), _latency_ms(out, "99%"))
+    served = int(re.search(r"(\d+) requests in", out)[1])  # type: ignore[index]
+    return Row(name, rps, _latency_ms(out, "50%"), _latency_ms(out, "99%"), requests=served)
 
 
 def alternate(sides: Sequence[Side], seconds: int, connections: int) -> list[Row]:
