@@ -26,6 +26,7 @@ from flashsale.engine.results import (
     SaleState,
     SweepResult,
     parse_allocations,
+    reserve_result,
     sale_state,
 )
 from flashsale.engine.sale import MAX_UNITS, SaleConfig
@@ -190,7 +191,7 @@ class Engine:
         ]
         for sku, qty in cart:
             args += [sku, qty]
-        return _reserve_result(await self._run(self.scripts.reserve, script_keys, args))
+        return reserve_result(await self._run(self.scripts.reserve, script_keys, args))
 
     async def confirm(
         self, sale_id: str, hold_id: str, payment_ref: str = "", *, owner: str = ""
@@ -402,22 +403,3 @@ def _check_owner(owner: str) -> None:
 def _fingerprint(customer_id: str, cart: list[tuple[str, int]]) -> str:
     body = customer_id + "|" + ",".join(f"{sku}:{qty}" for sku, qty in sorted(cart))
     return hashlib.blake2b(body.encode(), digest_size=12).hexdigest()
-
-
-def _reserve_result(reply: list[Any]) -> ReserveResult:
-    code = Code(reply[0])
-    if code is Code.INVALID:  # the script's own check of a line; the Python checks come first
-        raise InvalidInput("items", str(reply[1]))
-    if code is Code.OK:
-        return ReserveResult(
-            code,
-            hold_id=reply[1],
-            expires_at_ms=int(reply[2]),
-            allocations=parse_allocations(reply[3]),
-            replay=bool(reply[4]),
-        )
-    if code in (Code.SOLD_OUT, Code.LIMIT_EXCEEDED):
-        return ReserveResult(code, sku=reply[1], units=int(reply[2]))
-    if code is Code.UNKNOWN_SKU:
-        return ReserveResult(code, sku=reply[1])
-    return ReserveResult(code, detail=str(reply[1]) if len(reply) > 1 else "")

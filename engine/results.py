@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from flashsale.engine.errors import InvalidInput
+
 
 class Code(StrEnum):
     OK = "OK"
@@ -209,3 +211,23 @@ def sale_state(sale_id: str, reply: list[Any]) -> SaleState:
         open_holds=int(reply[2]),
         skus=skus,
     )
+
+
+def reserve_result(reply: list[Any]) -> ReserveResult:
+    """A reserve script's reply as a result; a line the script found invalid raises."""
+    code = Code(reply[0])
+    if code is Code.INVALID:  # the script's own check of a line; the Python checks come first
+        raise InvalidInput("items", str(reply[1]))
+    if code is Code.OK:
+        return ReserveResult(
+            code,
+            hold_id=reply[1],
+            expires_at_ms=int(reply[2]),
+            allocations=parse_allocations(reply[3]),
+            replay=bool(reply[4]),
+        )
+    if code in (Code.SOLD_OUT, Code.LIMIT_EXCEEDED):
+        return ReserveResult(code, sku=reply[1], units=int(reply[2]))
+    if code is Code.UNKNOWN_SKU:
+        return ReserveResult(code, sku=reply[1])
+    return ReserveResult(code, detail=str(reply[1]) if len(reply) > 1 else "")

@@ -88,7 +88,12 @@ def change_paths() -> dict[str, Any]:
         "Refund",
         "required",
     )
-    listed = _op("The cancels and refunds asked of the order, with outcomes", 200, None, None)
+    listed = _op(
+        "The cancels and refunds asked of the order, with outcomes (no query parameters: 422)",
+        200,
+        None,
+        None,
+    )
     return {
         "/v1/orders/{order}/cancel": {"post": customer},
         "/v1/admin/orders/{order}/cancel": {"post": operator},

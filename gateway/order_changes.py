@@ -232,6 +232,8 @@ async def list_changes(request: Request) -> Response:
     """Every change asked of the order, oldest first, with its status and outcome."""
     state = require_admin(request)
     order_id = parse_path_id(request.path_params["order"], "order id")
+    if request.query_params:
+        raise invalid("this route takes no query parameters")
     try:
         async with state.pool.acquire() as conn:
             rows = await order_changes(conn, order_id)

@@ -115,12 +115,20 @@ def _notices(found: OrderRecord, admin: bool) -> list[dict[str, Any]]:
 
 
 def order_doc(found: OrderRecord, admin: bool) -> dict[str, Any]:
-    """What a customer may see of their order: status, lines, amounts, dates, backorders and
-    the notifications sent to them. The admin view adds the saga, the transitions and their
-    causes, the payment's ids, and per line who ships it at what cost and margin."""
+    """What a customer may see of their order: status, lines (with the units cancelled and
+    refunded), amounts, dates, backorders and the notifications sent to them. The admin view
+    adds the saga, the transitions and their causes, the payment's ids, and per line who ships
+    it at what cost and margin."""
     o = found.order
     lines = [
-        {"sku": r["sku"], "qty": r["qty"], "price_minor": r["price_minor"], "status": r["status"]}
+        {
+            "sku": r["sku"],
+            "qty": r["qty"],
+            "price_minor": r["price_minor"],
+            "status": r["status"],
+            "cancelled_qty": r["cancelled_qty"],  # never charged (or paid back)
+            "refunded_qty": r["refunded_qty"],  # paid back by line (a return, a line refund)
+        }
         for r in found.lines
     ]
     doc: dict[str, Any] = {

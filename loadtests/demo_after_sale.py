@@ -24,6 +24,7 @@ PARTIAL_REFUND = 500  # minor units, a goodwill refund on the two-bag order
 # The payment provider is slow (under the adapters' 2 s timeout) while the first customer changes
 # their mind: its authorisation and capture take this long each.
 PAYMENT_DELAY_MS = 1_200
+SUPPLIER_DELAY_MS = 1_500  # and acme's allocation: the cancel lands before the capture
 Doc = dict[str, Any]
 
 
@@ -75,12 +76,14 @@ class AfterSaleAct:
             slow = {"delay_ms": PAYMENT_DELAY_MS, "decline_share": 0.0, "expire_share": 0.0}
             await party.post(f"{sims['payment']}/config", json=slow)
             ann = await self._buy(gw, "ann", 1)
-            await self._until(gw, ann, {"PENDING", "AUTHORIZED"})  # flushed, not yet captured
+            # Flushed, not captured: the slow payment provider and supplier leave seconds to cancel
+            # in (were the capture first after all, the cancel would refund it: REFUNDED).
+            await self._until(gw, ann, {"PENDING", "AUTHORIZED"})
             cancel = await gw.post(
                 f"/v1/orders/{ann}/cancel", json={}, headers=self._customer("ann")
             )
             _ok(cancel)
-            await self._until(gw, ann, {"CANCELLED"})
+            await self._until(gw, ann, {"CANCELLED", "REFUNDED"})
             await party.post(f"{sims['payment']}/config", json={"delay_ms": 0})
 
             bob = await self._buy(gw, "bob", 2)
@@ -121,7 +124,12 @@ class AfterSaleAct:
         }}  # fmt: skip
         _ok(await gw.put(f"/v1/admin/suppliers/{SUPPLIER}", json=body, headers=self._admin()))
         _ok(await party.post(f"{sims['suppliers']}/config", json={"gateway_url": self.gateway_url}))
-        stock = {"stock": {SKU: UNITS}, "shipment_secret": self.feed.secret, "carrier": "PARCELNET"}
+        stock = {
+            "stock": {SKU: UNITS},
+            "shipment_secret": self.feed.secret,
+            "carrier": "PARCELNET",
+            "delay_ms": SUPPLIER_DELAY_MS,
+        }
         _ok(await party.put(f"{sims['suppliers']}/suppliers/{SUPPLIER}", json=stock))
         _ok(await gw.put(f"/v1/admin/sales/{self.sale}", json=_body(), headers=self._admin()))
         _ok(await gw.post(f"/v1/admin/sales/{self.sale}/open", headers=self._admin()))

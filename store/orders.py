@@ -17,7 +17,7 @@ FROM orders WHERE order_id = $1
 """
 _LINES = """
 SELECT sku, hold_supplier, qty, price_minor, status, supplier_id, cost_minor, confirmed,
-       planned_margin_minor, margin_minor, refused_by
+       planned_margin_minor, margin_minor, refused_by, cancelled_qty, refunded_qty
 FROM order_allocations WHERE order_id = $1 ORDER BY sku, hold_supplier
 """
 _STEPS = """

@@ -33,12 +33,20 @@ _FENCE = """
 UPDATE orders SET step_token = step_token + 1, claimed_until = NULL
 WHERE order_id = $1 AND claimed_until IS NOT NULL
 """
-# An order waiting for its promised day comes back on the earliest one its waiting lines have.
+# An order waiting for its promised day comes back on the earliest one its waiting lines have;
+# when a pending order.change displaced that step, the date waits in paused_due_at instead.
 _RESCHEDULE = """
-UPDATE orders SET step_due_at = (
-    SELECT min(promised_date)::timestamp AT TIME ZONE 'UTC' FROM backorders
-    WHERE order_id = $1 AND status = 'waiting'), updated_at = now()
-WHERE order_id = $1 AND next_step = 'supplier.allocate'
+WITH day AS (
+    SELECT min(promised_date)::timestamp AT TIME ZONE 'UTC' AS at FROM backorders
+    WHERE order_id = $1 AND status = 'waiting')
+UPDATE orders SET
+    step_due_at = CASE WHEN next_step = 'supplier.allocate' THEN day.at ELSE step_due_at END,
+    paused_due_at = CASE WHEN paused_step = 'supplier.allocate' THEN day.at
+                         ELSE paused_due_at END,
+    updated_at = now()
+FROM day
+WHERE order_id = $1
+  AND (next_step = 'supplier.allocate' OR paused_step = 'supplier.allocate')
 """
 
 

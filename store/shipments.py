@@ -203,13 +203,19 @@ WHERE s.supplier_id = $1 AND s.shipment_id = $2
 GROUP BY s.supplier_id, s.shipment_id
 """
 # Only units the supplier confirmed (payment.capture makes a line firm) can ship; units
-# returned count as gone (shipped ones are in shipped_qty already, hence the greatest).
+# returned count as gone (shipped ones are in shipped_qty already, hence the greatest), and so
+# do units a pending cancel will free (order.change may be talking to the supplier right now;
+# the order row's lock orders this read after the cancel was recorded).
 _SHIPPABLE = """
 SELECT sku, hold_supplier, confirmed,
        qty - cancelled_qty - greatest(shipped_qty, coalesce((
            SELECT sum(r.qty) FROM return_lines r
            WHERE r.order_id = a.order_id AND r.sku = a.sku
-             AND r.hold_supplier = a.hold_supplier), 0)) AS left_qty
+             AND r.hold_supplier = a.hold_supplier), 0)) - coalesce((
+           SELECT sum((part ->> 2)::bigint)
+           FROM order_changes c, jsonb_array_elements(c.lines) part
+           WHERE c.order_id = a.order_id AND c.kind = 'cancel' AND c.status = 'pending'
+             AND part ->> 0 = a.sku AND part ->> 1 = a.hold_supplier), 0) AS left_qty
 FROM order_allocations a
 WHERE order_id = $1 AND supplier_id = $2 AND status = 'allocated'
 ORDER BY sku, hold_supplier FOR UPDATE OF a

@@ -5,16 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import asyncpg  # type: ignore[import-untyped,unused-ignore]  # asyncpg ships no type hints
 import httpx
 
-from flashsale.engine import Code, Engine, Settings, keys
-from flashsale.loadtests.gateway_process import Gateway, gateway
+from flashsale.engine import Code, Engine, keys
 from flashsale.reconciler.audit import audit
-from tests.saga_support import Sims, fresh_database, simulators
 
 ADMIN = {"authorization": "Bearer dev-admin-key"}
 Supplier = tuple[str, int, int]  # (id, stock, unit cost)
@@ -111,24 +108,3 @@ async def audit_ok(engine: Engine, pgc: asyncpg.Connection, sale_id: str) -> Non
     await drained(engine, sale_id)
     found = await audit(engine, pgc, sale_id, strict=True)
     assert found.ok, dict(found.violations)
-
-
-def module_database(service_urls: dict[str, str], name: str) -> str:
-    admin = service_urls["FLASHSALE_DATABASE_URL"].rsplit("/", 1)[0] + "/postgres"
-    return asyncio.run(fresh_database(admin, name))
-
-
-def started_sims(ssettings: Settings) -> Iterator[Sims]:
-    with simulators(ssettings):
-        yield Sims(ssettings)
-
-
-def gateway_on(service_urls: dict[str, str], url: str) -> Iterator[Gateway]:
-    """A real gateway process on the test's saga database."""
-    with gateway({**service_urls, "FLASHSALE_DATABASE_URL": url}, workers=1) as gw:
-        yield gw
-
-
-async def admin_client(gw: Gateway) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=gw.url, headers=ADMIN, timeout=30) as http:
-        yield http

@@ -69,6 +69,14 @@ async def api(saga_gw: Gateway) -> AsyncIterator[httpx.AsyncClient]:
 
 
 @pytest.fixture
+async def admin_api(saga_gw: Gateway) -> AsyncIterator[httpx.AsyncClient]:
+    """A client of `saga_gw` with the dev admin key."""
+    headers = {"authorization": "Bearer dev-admin-key"}
+    async with httpx.AsyncClient(base_url=saga_gw.url, headers=headers, timeout=30) as client:
+        yield client
+
+
+@pytest.fixture
 async def pgc(saga_url: str) -> AsyncIterator[asyncpg.Connection]:
     async with quiet_saga_db(saga_url) as conn:
         yield conn

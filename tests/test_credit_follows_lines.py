@@ -7,71 +7,26 @@ and went to a dearer supplier is credited at the supplier that ships it."""
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import asyncpg  # type: ignore[import-untyped,unused-ignore]  # asyncpg ships no type hints
 import httpx
-import pytest
 
 from flashsale.engine import Engine, Settings
-from flashsale.engine.connection import RedisClient
-from flashsale.loadtests.gateway_process import Gateway
 from tests.after_sale_support import (
-    admin_client,
     audit_ok,
     confirm,
-    gateway_on,
-    module_database,
     open_sale,
     sale_body,
-    started_sims,
     until_changes_done,
     until_status,
 )
-from tests.saga_support import Sims, free_base, quiet_saga_db, reconciler, saga_settings
+from tests.saga_support import Sims, reconciler
 
-
-@pytest.fixture(scope="module")
-def saga_url(service_urls: dict[str, str]) -> str:
-    return module_database(service_urls, "flashsale_credit_lines_test")
-
-
-@pytest.fixture(scope="module")
-def ssettings(
-    settings: Settings, saga_url: str, tmp_path_factory: pytest.TempPathFactory
-) -> Settings:
-    return saga_settings(settings, free_base(), saga_url, str(tmp_path_factory.mktemp("sim")))
-
-
-@pytest.fixture(scope="module")
-def sims(ssettings: Settings) -> Iterator[Sims]:
-    yield from started_sims(ssettings)
-
-
-@pytest.fixture(scope="module")
-def gw(service_urls: dict[str, str], saga_url: str) -> Iterator[Gateway]:
-    yield from gateway_on(service_urls, saga_url)
-
-
-@pytest.fixture
-async def http(gw: Gateway) -> AsyncIterator[httpx.AsyncClient]:
-    async for client in admin_client(gw):
-        yield client
-
-
-@pytest.fixture
-async def pgc(saga_url: str) -> AsyncIterator[asyncpg.Connection]:
-    async with quiet_saga_db(saga_url) as conn:
-        yield conn
-
-
-@pytest.fixture
-def sengine(redis_client: RedisClient, ssettings: Settings) -> Engine:
-    return Engine(redis_client, dataclasses.replace(ssettings, test_clock=False))
+pytest_plugins = ("tests.order_change_fixtures",)  # the simulators, a gateway, their database
 
 
 Entry = tuple[str, str, str, str, int, int]  # (order, sku, kind, cause, amount, owed after)
@@ -90,14 +45,14 @@ async def entries(pgc: asyncpg.Connection, sale_id: str) -> list[Entry]:
 
 
 async def decide(
-    http: httpx.AsyncClient,
+    admin_api: httpx.AsyncClient,
     pgc: asyncpg.Connection,
     order_id: str,
     pick: Callable[[list[dict[str, Any]]], dict[str, Any]],
 ) -> None:
     """The retailer's decision on the order's one backorder, from its options."""
     b = await pgc.fetchrow("SELECT id, options FROM backorders WHERE order_id = $1", order_id)
-    reply = await http.post(
+    reply = await admin_api.post(
         f"/v1/admin/backorders/{b['id']}/decision", json=pick(json.loads(b["options"]))
     )
     assert reply.status_code == 202, reply.text
@@ -128,8 +83,8 @@ async def until_waiting(pgc: asyncpg.Connection, order_id: str) -> None:
         await asyncio.sleep(0.1)
 
 
-async def cancel(http: httpx.AsyncClient, order_id: str, body: dict[str, Any]) -> None:
-    reply = await http.post(f"/v1/admin/orders/{order_id}/cancel", json=body)
+async def cancel(admin_api: httpx.AsyncClient, order_id: str, body: dict[str, Any]) -> None:
+    reply = await admin_api.post(f"/v1/admin/orders/{order_id}/cancel", json=body)
     assert reply.status_code in (200, 201, 202), reply.text
 
 
@@ -138,7 +93,7 @@ async def test_partial_cancels_and_undone_orders(
     sengine: Engine,
     pgc: asyncpg.Connection,
     ssettings: Settings,
-    http: httpx.AsyncClient,
+    admin_api: httpx.AsyncClient,
     sale_id: str,
 ) -> None:
     sims.reset()
@@ -150,7 +105,7 @@ async def test_partial_cancels_and_undone_orders(
         "Y": (1000, [("P1", 50, 400)]),
         "Z": (1000, [("P1", 50, 400)]),
     }
-    await open_sale(http, sale_id, sale_body(items, "full"))
+    await open_sale(admin_api, sale_id, sale_body(items, "full"))
     o1 = await confirm(sengine, sale_id, "c1", [("X", 3), ("Y", 2), ("Z", 1)])
     o2 = await confirm(sengine, sale_id, "c2", [("X", 2), ("Z", 1)])
     async with reconciler(ssettings, sengine):
@@ -159,19 +114,29 @@ async def test_partial_cancels_and_undone_orders(
         assert await entries(pgc, sale_id) == []
         # o1: one X (rerouted) and one Y (shipped from its own supplier) cancelled; then Z
         # from the secondary supplier.
-        await cancel(http, o1, {"lines": [{"sku": "X", "qty": 1}, {"sku": "Y", "qty": 1}]})
+        await cancel(admin_api, o1, {"lines": [{"sku": "X", "qty": 1}, {"sku": "Y", "qty": 1}]})
         await until_changes_done(pgc, [o1], 1)
         await until_status(pgc, [o1], {"BACKORDERED"})
-        await decide(http, pgc, o1, secondary)
-        # o2: Z waits; X is captured, confirmed at P2 and credited; then the whole order is
-        # cancelled by an operator: the credit is reversed.
-        await decide(http, pgc, o2, wait)
+        await decide(admin_api, pgc, o1, secondary)
+        # o2: Z waits; X is captured, confirmed at P2 and credited; then Z is cancelled and the
+        # rest refunded by an operator: the credit is reversed.
+        await decide(admin_api, pgc, o2, wait)
         await until_status(pgc, [o1], {"FULFILLED"})
         await until_waiting(pgc, o2)
         assert (o2, "X", "credit", "reroute", 2 * 155, 2 * 155) in await entries(pgc, sale_id)
-        await cancel(http, o2, {"reason": "changed my mind"})
+        # X counts as shipped (P2 does not report shipments: PARTIALLY_FULFILLED says so), so
+        # only the waiting Z is cancelled; paying back the rest then undoes the order.
+        await cancel(admin_api, o2, {"lines": [{"sku": "Z", "qty": 1}], "reason": "no Z"})
         await until_changes_done(pgc, [o1, o2], 2)
-        undone = await until_status(pgc, [o2], {"REFUNDED", "CANCELLED"})
+        await until_status(pgc, [o2], {"FULFILLED"})
+        rest = await admin_api.post(
+            f"/v1/admin/orders/{o2}/refunds",
+            json={"amount_minor": 2000, "reason": "changed my mind"},
+            headers={"Idempotency-Key": "o2-rest"},
+        )
+        assert rest.status_code == 202, rest.text
+        await until_changes_done(pgc, [o1, o2], 3)
+        undone = await until_status(pgc, [o2], {"REFUNDED"})
         await audit_ok(sengine, pgc, sale_id)
 
     why = undone[o2].lower()
@@ -187,7 +152,7 @@ async def test_partial_cancels_and_undone_orders(
     assert (auths[o1]["captures"], auths[o1]["captured_minor"]) == (1, 4000)
     assert auths[o2]["captured_minor"] == 3000
 
-    settled = (await http.get(f"/v1/admin/sales/{sale_id}/settlement")).json()
+    settled = (await admin_api.get(f"/v1/admin/sales/{sale_id}/settlement")).json()
     assert settled["credits_minor"] == 2 * 155 + 300
     assert [(c["order_id"], c["kind"], c["amount_minor"]) for c in settled["credits"]][-1] == (
         o2,
@@ -202,7 +167,7 @@ async def test_a_refused_capture_owes_nothing(
     sengine: Engine,
     pgc: asyncpg.Connection,
     ssettings: Settings,
-    http: httpx.AsyncClient,
+    admin_api: httpx.AsyncClient,
     sale_id: str,
 ) -> None:
     sims.reset()
@@ -211,7 +176,7 @@ async def test_a_refused_capture_owes_nothing(
     sims.payment(expire_share=1.0)  # every capture finds the authorisation expired
     try:
         items = {"X": (1000, [("P1", 50, 400), ("P2", 50, 555)])}
-        await open_sale(http, sale_id, sale_body(items, "full"))
+        await open_sale(admin_api, sale_id, sale_body(items, "full"))
         orders = [await confirm(sengine, sale_id, f"c{i}", [("X", 1)]) for i in range(2)]
         async with reconciler(ssettings, sengine):
             await until_status(pgc, orders, {"PAYMENT_FAILED"})
@@ -227,7 +192,7 @@ async def test_a_refused_capture_owes_nothing(
     auths = sims.authorizations()
     assert [auths[o]["capture_refusals"] for o in orders] == [1, 1]
     assert await entries(pgc, sale_id) == []
-    settled = (await http.get(f"/v1/admin/sales/{sale_id}/settlement")).json()
+    settled = (await admin_api.get(f"/v1/admin/sales/{sale_id}/settlement")).json()
     assert (settled["credits_minor"], settled["credits"]) == (0, [])
 
 
@@ -236,7 +201,7 @@ async def test_a_lapsed_lock_is_credited_where_it_ships(
     sengine: Engine,
     pgc: asyncpg.Connection,
     ssettings: Settings,
-    http: httpx.AsyncClient,
+    admin_api: httpx.AsyncClient,
     sale_id: str,
 ) -> None:
     """P2's lock lapses before the capture confirms it and its unit is sold elsewhere: the line
@@ -246,7 +211,7 @@ async def test_a_lapsed_lock_is_credited_where_it_ships(
     sims.supplier("P2", stock={"X": 1}, lapse_next=1, lapse_sells=1)
     sims.supplier("P3", stock={"X": 100})
     items = {"X": (1000, [("P1", 50, 400), ("P2", 50, 555), ("P3", 50, 650)])}
-    await open_sale(http, sale_id, sale_body(items, {"share": 0.5}))
+    await open_sale(admin_api, sale_id, sale_body(items, {"share": 0.5}))
     order = await confirm(sengine, sale_id, "c1", [("X", 1)])
     async with reconciler(ssettings, sengine):
         await until_status(pgc, [order], {"FULFILLED"})

@@ -197,40 +197,48 @@ async def test_operator_cancels_after_the_capture_refund_each_part(
         problem(refused, 409, "ORDER_CAPTURED")
         assert await snapshot(pgc, order_id) == before
 
-        one = await api.post(
-            f"/v1/admin/orders/{order_id}/cancel",
-            json={"lines": [{"sku": "Y", "qty": 1}], "reason": "customer called"},
-            headers=ADMIN,
-        )
+        # Y counts as shipped (P1 does not report shipments, so its confirmed line is on its
+        # way, as PARTIALLY_FULFILLED says): neither a unit of it nor the whole order is
+        # cancelled; X, the line still waiting, is.
+        url = f"/v1/admin/orders/{order_id}/cancel"
+        one_y = {"lines": [{"sku": "Y", "qty": 1}], "reason": "customer called"}
+        problem(await api.post(url, json=one_y, headers=ADMIN), 409, "LINE_SHIPPED")
+        whole = {"reason": "give up"}
+        problem(await api.post(url, json=whole, headers=ADMIN), 409, "LINE_SHIPPED")
+        assert await snapshot(pgc, order_id) == before
+
+        one_x = {"lines": [{"sku": "X", "qty": 1}], "reason": "customer called"}
+        one = await api.post(url, json=one_x, headers=ADMIN)
         assert one.status_code == 202, one.text
         first_id = one.json()["change_id"]
-        row = await settled(pgc, order_id, "PARTIALLY_FULFILLED")
-        assert row["refunded_minor"] == Y_PRICE
-        y_back = await available(sengine, sale_id)
+        # Nothing left waits for the promised day: every unit left counts as shipped.
+        row = await settled(pgc, order_id, "FULFILLED")
+        assert row["refunded_minor"] == X_PRICE
 
         rest = await api.post(
-            f"/v1/admin/orders/{order_id}/cancel", json={"reason": "give up"}, headers=ADMIN
+            f"/v1/admin/orders/{order_id}/refunds",
+            json={"amount_minor": 2 * Y_PRICE, "reason": "goodwill"},
+            headers={**ADMIN, "Idempotency-Key": "rest"},
         )
         assert rest.status_code == 202, rest.text
         second_id = rest.json()["change_id"]
-        assert rest.json()["amount_minor"] == X_PRICE + Y_PRICE
-        row = await settled(pgc, order_id, "REFUNDED")
+        row = await settled(pgc, order_id, "REFUNDED")  # no unit is left to ship
         stock = await available(sengine, sale_id)
         await invariants_hold(sengine, pgc, sale_id)
 
     assert row["refunded_minor"] == row["captured_minor"] == captured
     pay = payment_of(sims, order_id)
     assert pay["refunded_minor"] == captured
-    assert pay["refunds"] == [
-        {"key": f"{order_id}:order.change:1:{first_id}", "amount_minor": Y_PRICE},
-        {"key": f"{order_id}:order.change:2:{second_id}", "amount_minor": X_PRICE + Y_PRICE},
+    assert [r["amount_minor"] for r in pay["refunds"]] == [X_PRICE, 2 * Y_PRICE]
+    assert [r["key"].rsplit(":", 1)[1] for r in pay["refunds"]] == [
+        str(first_id),
+        str(second_id),
     ]
+    # Y's lock stands (its units are with the customer); X (nobody ships it: P1's refusal took
+    # the rest of X off the sale) is written off, not offered again; Y is not given back.
     locks = [(a["sku"], a["qty"], a["status"]) for a in allocations_of(sims, order_id)]
-    assert sorted(locks) == [("Y", 1, "cancelled"), ("Y", 2, "cancelled")]
-    assert y_back[("Y", "P1")] == 10 - 2 + 1
-    # The whole order given back at last: Y's other unit on sale; X (nobody ships it: P1's
-    # refusal took the rest of X off the sale) written off, not offered again.
-    assert stock == {("X", "P1"): 0, ("Y", "P1"): 10}
+    assert locks == [("Y", 2, "confirmed")]
+    assert stock == {("X", "P1"): 0, ("Y", "P1"): 10 - 2}
     assert await pgc.fetchval("SELECT status FROM backorders WHERE order_id = $1", order_id) == (
         "cancelled"
     )
@@ -352,8 +360,10 @@ async def test_shipped_units_are_never_cancelled_and_the_rest_completes_the_orde
     assert (row["captured_minor"], row["refunded_minor"]) == (3 * X_PRICE, X_PRICE)
     key = f"{order_id}:order.change:1:{one.json()['change_id']}"
     assert payment_of(sims, order_id)["refunds"] == [{"key": key, "amount_minor": X_PRICE}]
+    # The lock is cancelled (freeing the unshipped unit) and not taken again: the 2 units left
+    # have shipped, the supplier holds nothing more for the order.
     locks = [(a["qty"], a["status"]) for a in allocations_of(sims, order_id)]
-    assert locks == [(3, "cancelled"), (2, "confirmed")]
+    assert locks == [(3, "cancelled")]
     assert stock == {("A", "R1"): 100 - 3 + 1}
     line = await pgc.fetchrow(
         "SELECT qty, cancelled_qty, shipped_qty FROM order_allocations WHERE order_id = $1",

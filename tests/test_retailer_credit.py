@@ -4,85 +4,41 @@ cause, through a real gateway, the simulators, the saga, Redis and PostgreSQL.""
 
 from __future__ import annotations
 
-import dataclasses
 import json
-from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import asyncpg  # type: ignore[import-untyped,unused-ignore]  # asyncpg ships no type hints
 import httpx
-import pytest
 
 from flashsale.engine import Engine, Settings
-from flashsale.engine.connection import RedisClient
-from flashsale.loadtests.gateway_process import Gateway
 from flashsale.store import retailer_ledger
 from flashsale.store.saga import orders as saga_orders
 from flashsale.store.saga.claims import Claim
 from tests.after_sale_support import (
-    admin_client,
     audit_ok,
     confirm,
-    gateway_on,
-    module_database,
     open_sale,
     sale_body,
-    started_sims,
     until_status,
 )
-from tests.saga_support import Sims, free_base, quiet_saga_db, reconciler, saga_settings
+from tests.saga_support import Sims, reconciler
+
+pytest_plugins = ("tests.order_change_fixtures",)  # the simulators, a gateway, their database
 
 
-@pytest.fixture(scope="module")
-def saga_url(service_urls: dict[str, str]) -> str:
-    return module_database(service_urls, "flashsale_credit_test")
-
-
-@pytest.fixture(scope="module")
-def ssettings(
-    settings: Settings, saga_url: str, tmp_path_factory: pytest.TempPathFactory
-) -> Settings:
-    return saga_settings(settings, free_base(), saga_url, str(tmp_path_factory.mktemp("sim")))
-
-
-@pytest.fixture(scope="module")
-def sims(ssettings: Settings) -> Iterator[Sims]:
-    yield from started_sims(ssettings)
-
-
-@pytest.fixture(scope="module")
-def gw(service_urls: dict[str, str], saga_url: str) -> Iterator[Gateway]:
-    yield from gateway_on(service_urls, saga_url)
-
-
-@pytest.fixture
-async def http(gw: Gateway) -> AsyncIterator[httpx.AsyncClient]:
-    async for client in admin_client(gw):
-        yield client
-
-
-@pytest.fixture
-async def pgc(saga_url: str) -> AsyncIterator[asyncpg.Connection]:
-    async with quiet_saga_db(saga_url) as conn:
-        yield conn
-
-
-@pytest.fixture
-def sengine(redis_client: RedisClient, ssettings: Settings) -> Engine:
-    return Engine(redis_client, dataclasses.replace(ssettings, test_clock=False))
-
-
-async def view_policy(http: httpx.AsyncClient, sale_id: str) -> Any:
-    reply = await http.get(f"/v1/admin/sales/{sale_id}")
+async def view_policy(admin_api: httpx.AsyncClient, sale_id: str) -> Any:
+    reply = await admin_api.get(f"/v1/admin/sales/{sale_id}")
     assert reply.status_code == 200, reply.text
     return reply.json()["credit_policy"]
 
 
-async def test_credit_policy_is_checked_and_shown(http: httpx.AsyncClient, sale_id: str) -> None:
+async def test_credit_policy_is_checked_and_shown(
+    admin_api: httpx.AsyncClient, sale_id: str
+) -> None:
     items = {"X": (1000, [("P1", 5, 400)])}
-    made = await http.put(f"/v1/admin/sales/{sale_id}", json=sale_body(items, {"share": 0.25}))
+    made = await admin_api.put(f"/v1/admin/sales/{sale_id}", json=sale_body(items, {"share": 0.25}))
     assert made.status_code == 201, made.text
-    assert await view_policy(http, sale_id) == {"share": 0.25}
+    assert await view_policy(admin_api, sale_id) == {"share": 0.25}
     bad: list[Any] = [
         "half",
         "FULL",
@@ -98,12 +54,12 @@ async def test_credit_policy_is_checked_and_shown(http: httpx.AsyncClient, sale_
     ]
     for policy in bad:
         body = {**sale_body(items), "credit_policy": policy}
-        reply = await http.put(f"/v1/admin/sales/{sale_id}", json=body)
+        reply = await admin_api.put(f"/v1/admin/sales/{sale_id}", json=body)
         assert reply.status_code == 422, (policy, reply.text)
         assert reply.headers["content-type"] == "application/problem+json"
         assert reply.json()["code"] == "INVALID_REQUEST"
         assert "credit_policy" in reply.json()["detail"]
-        assert await view_policy(http, sale_id) == {"share": 0.25}  # unchanged
+        assert await view_policy(admin_api, sale_id) == {"share": 0.25}  # unchanged
     for policy, shown in [
         ("full", "full"),
         ({"share": 1}, "full"),
@@ -112,9 +68,9 @@ async def test_credit_policy_is_checked_and_shown(http: httpx.AsyncClient, sale_
         (None, "none"),
     ]:
         body = sale_body(items) if policy is None else sale_body(items, policy)
-        reply = await http.put(f"/v1/admin/sales/{sale_id}", json=body)
+        reply = await admin_api.put(f"/v1/admin/sales/{sale_id}", json=body)
         assert reply.status_code == 200, reply.text
-        assert await view_policy(http, sale_id) == shown
+        assert await view_policy(admin_api, sale_id) == shown
 
 
 async def credits_of(pgc: asyncpg.Connection, sale_id: str) -> set[tuple[str, str, str, int, int]]:
@@ -129,7 +85,9 @@ async def credits_of(pgc: asyncpg.Connection, sale_id: str) -> set[tuple[str, st
     }
 
 
-async def decide_secondary(http: httpx.AsyncClient, pgc: asyncpg.Connection, order_id: str) -> None:
+async def decide_secondary(
+    admin_api: httpx.AsyncClient, pgc: asyncpg.Connection, order_id: str
+) -> None:
     b = await pgc.fetchrow("SELECT id, options FROM backorders WHERE order_id = $1", order_id)
     offered = [o for o in json.loads(b["options"]) if o["decision"] == "secondary"]
     assert offered == [
@@ -141,7 +99,7 @@ async def decide_secondary(http: httpx.AsyncClient, pgc: asyncpg.Connection, ord
             "margin_change_minor": -300,
         }
     ]
-    reply = await http.post(
+    reply = await admin_api.post(
         f"/v1/admin/backorders/{b['id']}/decision",
         json={"decision": "secondary", "supplier_id": "S9"},
     )
@@ -153,7 +111,7 @@ async def test_reroute_and_secondary_are_credited_per_policy_once(
     sengine: Engine,
     pgc: asyncpg.Connection,
     ssettings: Settings,
-    http: httpx.AsyncClient,
+    admin_api: httpx.AsyncClient,
     sale_id: str,
 ) -> None:
     sims.reset()
@@ -165,7 +123,7 @@ async def test_reroute_and_secondary_are_credited_per_policy_once(
     orders: dict[str, tuple[str, str, str]] = {}  # policy -> (sale, X order, Y order)
     for name, policy in policies.items():
         sid = f"{sale_id}-{name}"
-        await open_sale(http, sid, sale_body(items, policy))
+        await open_sale(admin_api, sid, sale_body(items, policy))
         x = await confirm(sengine, sid, "c1", [("X", 1)])
         y = await confirm(sengine, sid, "c2", [("Y", 1)])
         orders[name] = (sid, x, y)
@@ -175,7 +133,7 @@ async def test_reroute_and_secondary_are_credited_per_policy_once(
         await until_status(pgc, xs, {"FULFILLED"})
         await until_status(pgc, ys, {"BACKORDERED"})
         for y in ys:
-            await decide_secondary(http, pgc, y)
+            await decide_secondary(admin_api, pgc, y)
         await until_status(pgc, ys, {"FULFILLED"})
         for sid, _, _ in orders.values():
             await audit_ok(sengine, pgc, sid)
@@ -192,7 +150,7 @@ async def test_reroute_and_secondary_are_credited_per_policy_once(
             for sku, cause, amount, drop in expected[name]
         }
         assert await credits_of(pgc, sid) == want, name
-        settled = (await http.get(f"/v1/admin/sales/{sid}/settlement")).json()
+        settled = (await admin_api.get(f"/v1/admin/sales/{sid}/settlement")).json()
         assert settled["credits_minor"] == sum(a for _, _, a, _ in expected[name])
 
     # The parties: each order captured once in full; X confirmed at P2 and Y at S9, once each,
@@ -230,7 +188,7 @@ async def test_a_line_allocated_again_is_credited_once(
     sengine: Engine,
     pgc: asyncpg.Connection,
     ssettings: Settings,
-    http: httpx.AsyncClient,
+    admin_api: httpx.AsyncClient,
     sale_id: str,
 ) -> None:
     """P2's first locks lapse before the capture confirms them: supplier.allocate runs again
@@ -239,7 +197,7 @@ async def test_a_line_allocated_again_is_credited_once(
     sims.supplier("P1", stock={"X": 0})
     sims.supplier("P2", stock={"X": 100}, lapse_next=3)
     items = {"X": (1000, [("P1", 50, 400), ("P2", 50, 555)])}
-    await open_sale(http, sale_id, sale_body(items, "full"))
+    await open_sale(admin_api, sale_id, sale_body(items, "full"))
     orders = [await confirm(sengine, sale_id, f"c{i}", [("X", 1)]) for i in range(3)]
     async with reconciler(ssettings, sengine):
         await until_status(pgc, orders, {"FULFILLED"})

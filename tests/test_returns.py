@@ -6,71 +6,26 @@ and bad input change nothing; ten concurrent returns of one unit on a five-unit 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
-from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import asyncpg  # type: ignore[import-untyped,unused-ignore]  # asyncpg ships no type hints
 import httpx
-import pytest
 
 from flashsale.engine import Engine, Settings, keys
-from flashsale.engine.connection import RedisClient
 from flashsale.loadtests.gateway_process import Gateway
 from flashsale.reconciler.audit import audit
 from tests.after_sale_support import (
-    admin_client,
     audit_ok,
     confirm,
     drained,
-    gateway_on,
-    module_database,
     open_sale,
     sale_body,
-    started_sims,
     until_changes_done,
     until_status,
 )
-from tests.saga_support import Sims, free_base, quiet_saga_db, reconciler, saga_settings
+from tests.saga_support import Sims, reconciler
 
-
-@pytest.fixture(scope="module")
-def saga_url(service_urls: dict[str, str]) -> str:
-    return module_database(service_urls, "flashsale_returns_test")
-
-
-@pytest.fixture(scope="module")
-def ssettings(
-    settings: Settings, saga_url: str, tmp_path_factory: pytest.TempPathFactory
-) -> Settings:
-    return saga_settings(settings, free_base(), saga_url, str(tmp_path_factory.mktemp("sim")))
-
-
-@pytest.fixture(scope="module")
-def sims(ssettings: Settings) -> Iterator[Sims]:
-    yield from started_sims(ssettings)
-
-
-@pytest.fixture(scope="module")
-def gw(service_urls: dict[str, str], saga_url: str) -> Iterator[Gateway]:
-    yield from gateway_on(service_urls, saga_url)
-
-
-@pytest.fixture
-async def http(gw: Gateway) -> AsyncIterator[httpx.AsyncClient]:
-    async for client in admin_client(gw):
-        yield client
-
-
-@pytest.fixture
-async def pgc(saga_url: str) -> AsyncIterator[asyncpg.Connection]:
-    async with quiet_saga_db(saga_url) as conn:
-        yield conn
-
-
-@pytest.fixture
-def sengine(redis_client: RedisClient, ssettings: Settings) -> Engine:
-    return Engine(redis_client, dataclasses.replace(ssettings, test_clock=False))
+pytest_plugins = ("tests.order_change_fixtures",)  # the simulators, a gateway, their database
 
 
 async def p1_stock(engine: Engine, sale_id: str) -> tuple[int, int, int]:
@@ -99,10 +54,10 @@ def line(qty: int, condition: str = "restockable", sku: str = "X") -> dict[str, 
 
 
 async def post(
-    http: httpx.AsyncClient, order_id: str, key: str | None, body: Any
+    admin_api: httpx.AsyncClient, order_id: str, key: str | None, body: Any
 ) -> httpx.Response:
     headers = {} if key is None else {"Idempotency-Key": key}
-    return await http.post(f"/v1/admin/orders/{order_id}/returns", json=body, headers=headers)
+    return await admin_api.post(f"/v1/admin/orders/{order_id}/returns", json=body, headers=headers)
 
 
 async def test_returns_restock_refund_and_refuse(
@@ -110,13 +65,13 @@ async def test_returns_restock_refund_and_refuse(
     sengine: Engine,
     pgc: asyncpg.Connection,
     ssettings: Settings,
-    http: httpx.AsyncClient,
-    gw: Gateway,
+    admin_api: httpx.AsyncClient,
+    saga_gw: Gateway,
     sale_id: str,
 ) -> None:
     sims.reset()
     sims.supplier("P1", stock={"X": 1000})
-    await open_sale(http, sale_id, sale_body({"X": (1000, [("P1", 40, 400)])}))
+    await open_sale(admin_api, sale_id, sale_body({"X": (1000, [("P1", 40, 400)])}))
     a = await confirm(sengine, sale_id, "c1", [("X", 5)])
     b = await confirm(sengine, sale_id, "c2", [("X", 2)])
     c = await confirm(sengine, sale_id, "c3", [("X", 5)])
@@ -130,7 +85,7 @@ async def test_returns_restock_refund_and_refuse(
 
         # Two restockable units of a: back on sale at once, the refund asked once.
         asked = {"lines": [line(2)], "reason": "did not fit"}
-        first = await post(http, a, "r1", asked)
+        first = await post(admin_api, a, "r1", asked)
         assert first.status_code == 201, first.text
         doc = first.json()
         assert doc["lines"] == [
@@ -147,17 +102,17 @@ async def test_returns_restock_refund_and_refuse(
         assert (doc["restock"], doc["refund"]["amount_minor"]) == ("done", 2000)
         assert await p1_stock(sengine, sale_id) == (start[0] + 2, 2, 12)
         # The same key and body: the same answer, nothing done twice.
-        again = await post(http, a, "r1", asked)
+        again = await post(admin_api, a, "r1", asked)
         assert (again.status_code, again.json()) == (201, doc)
         assert again.headers["idempotent-replayed"] == "true"
         assert await p1_stock(sengine, sale_id) == (start[0] + 2, 2, 12)
         # The same key with another body is refused.
-        other = await post(http, a, "r1", {"lines": [line(1)], "reason": "did not fit"})
+        other = await post(admin_api, a, "r1", {"lines": [line(1)], "reason": "did not fit"})
         assert (other.status_code, other.json()["code"]) == (422, "IDEMPOTENCY_CONFLICT")
 
         # Five requests at once with one key and body: one return, one unit back, one answer.
         same = {"lines": [line(1)], "reason": "same"}
-        replies = await asyncio.gather(*(post(http, b, "r-same", same) for _ in range(5)))
+        replies = await asyncio.gather(*(post(admin_api, b, "r-same", same) for _ in range(5)))
         assert {r.status_code for r in replies} == {201}
         assert len({r.text for r in replies}) == 1, [r.text for r in replies]
         assert replies[0].json()["lines"][0]["restocked_qty"] == 1
@@ -165,7 +120,9 @@ async def test_returns_restock_refund_and_refuse(
         assert await p1_stock(sengine, sale_id) == (start[0] + 3, 3, 12)
 
         # A damaged unit of b: refunded, never back on sale.
-        damaged = await post(http, b, "r2", {"lines": [line(1, "damaged")], "reason": "broken"})
+        damaged = await post(
+            admin_api, b, "r2", {"lines": [line(1, "damaged")], "reason": "broken"}
+        )
         assert damaged.status_code == 201, damaged.text
         assert [(x["destination"], x["restocked_qty"]) for x in damaged.json()["lines"]] == [
             ("written_off", 0)
@@ -175,12 +132,12 @@ async def test_returns_restock_refund_and_refuse(
 
         await until_changes_done(pgc, [a, b, c], 3)  # the saga paid them back
         before = await snapshot(pgc, sengine, sale_id)
-        await refused_returns_change_nothing(http, gw, a, d)
+        await refused_returns_change_nothing(admin_api, saga_gw, a, d)
         assert await snapshot(pgc, sengine, sale_id) == before
 
         # Ten concurrent returns of one unit on c's five: exactly five are taken.
         replies = await asyncio.gather(
-            *(post(http, c, f"c-{i}", {"lines": [line(1)]}) for i in range(10))
+            *(post(admin_api, c, f"c-{i}", {"lines": [line(1)]}) for i in range(10))
         )
         codes = sorted(r.status_code for r in replies)
         assert codes == [201] * 5 + [409] * 5, [r.text for r in replies]
@@ -195,9 +152,9 @@ async def test_returns_restock_refund_and_refuse(
         await audit_ok(sengine, pgc, sale_id)
 
         # The sale is over: a restockable unit stays in the return's record.
-        closed = await http.post(f"/v1/admin/sales/{sale_id}/close")
+        closed = await admin_api.post(f"/v1/admin/sales/{sale_id}/close")
         assert closed.status_code == 200, closed.text
-        late = await post(http, a, "r3", {"lines": [line(1)], "reason": "late"})
+        late = await post(admin_api, a, "r3", {"lines": [line(1)], "reason": "late"})
         assert late.status_code == 201, late.text
         assert [(x["destination"], x["restocked_qty"]) for x in late.json()["lines"]] == [
             ("ledger", 0)
@@ -247,7 +204,7 @@ async def test_returns_restock_refund_and_refuse(
 
 
 async def refused_returns_change_nothing(
-    http: httpx.AsyncClient, gw: Gateway, a: str, declined: str
+    admin_api: httpx.AsyncClient, saga_gw: Gateway, a: str, declined: str
 ) -> None:
     """Each a clear problem with a stable code; the caller checks that nothing changed."""
     cases: list[tuple[str, str | None, Any, int, str]] = [
@@ -273,16 +230,16 @@ async def refused_returns_change_nothing(
         (a, "r9", [line(1)], 422, "INVALID_REQUEST"),
     ]
     for order_id, key, body, status, code in cases:
-        reply = await post(http, order_id, key, body)
+        reply = await post(admin_api, order_id, key, body)
         assert (reply.status_code, reply.json()["code"]) == (status, code), (body, reply.text)
         assert reply.headers["content-type"] == "application/problem+json"
-    malformed = await http.post(
+    malformed = await admin_api.post(
         f"/v1/admin/orders/{a}/returns",
         content=b'{"lines": [',
         headers={"Idempotency-Key": "r9", "content-type": "application/json"},
     )
     assert (malformed.status_code, malformed.json()["code"]) == (400, "MALFORMED_JSON")
-    async with httpx.AsyncClient(base_url=gw.url) as anonymous:
+    async with httpx.AsyncClient(base_url=saga_gw.url) as anonymous:
         reply = await anonymous.post(
             f"/v1/admin/orders/{a}/returns",
             json={"lines": [line(1)]},

@@ -6,7 +6,7 @@ one whose request died holding the claim, are finished by a replay: the units ba
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import asyncpg  # type: ignore[import-untyped,unused-ignore]  # asyncpg ships no type hints
@@ -14,72 +14,29 @@ import httpx
 import pytest
 
 from flashsale.engine import Engine, Settings
-from flashsale.engine.connection import RedisClient
 from flashsale.engine.errors import EngineUnavailable
 from flashsale.gateway.app import create_app
-from flashsale.loadtests.gateway_process import Gateway
 from tests.after_sale_support import (
     ADMIN,
-    admin_client,
     audit_ok,
     confirm,
-    gateway_on,
-    module_database,
     open_sale,
     sale_body,
-    started_sims,
     until_changes_done,
     until_status,
 )
-from tests.saga_support import Sims, free_base, quiet_saga_db, reconciler, saga_settings
+from tests.saga_support import Sims, reconciler
 from tests.shipment_support import post_signed, reporting_supplier, shipment_doc
 
-
-@pytest.fixture(scope="module")
-def saga_url(service_urls: dict[str, str]) -> str:
-    return module_database(service_urls, "flashsale_returns_resume_test")
-
-
-@pytest.fixture(scope="module")
-def ssettings(
-    settings: Settings, saga_url: str, tmp_path_factory: pytest.TempPathFactory
-) -> Settings:
-    return saga_settings(settings, free_base(), saga_url, str(tmp_path_factory.mktemp("sim")))
-
-
-@pytest.fixture(scope="module")
-def sims(ssettings: Settings) -> Iterator[Sims]:
-    yield from started_sims(ssettings)
-
-
-@pytest.fixture(scope="module")
-def gw(service_urls: dict[str, str], saga_url: str) -> Iterator[Gateway]:
-    yield from gateway_on(service_urls, saga_url)
-
-
-@pytest.fixture
-async def http(gw: Gateway) -> AsyncIterator[httpx.AsyncClient]:
-    async for client in admin_client(gw):
-        yield client
-
-
-@pytest.fixture
-async def pgc(saga_url: str) -> AsyncIterator[asyncpg.Connection]:
-    async with quiet_saga_db(saga_url) as conn:
-        yield conn
-
-
-@pytest.fixture
-def sengine(redis_client: RedisClient, ssettings: Settings) -> Engine:
-    return Engine(redis_client, dataclasses.replace(ssettings, test_clock=False))
+pytest_plugins = ("tests.order_change_fixtures",)  # the simulators, a gateway, their database
 
 
 def back(qty: int) -> dict[str, Any]:
     return {"lines": [{"sku": "X", "qty": qty, "condition": "restockable"}], "reason": "r"}
 
 
-async def post(http: httpx.AsyncClient, order_id: str, key: str, qty: int) -> httpx.Response:
-    return await http.post(
+async def post(admin_api: httpx.AsyncClient, order_id: str, key: str, qty: int) -> httpx.Response:
+    return await admin_api.post(
         f"/v1/admin/orders/{order_id}/returns", json=back(qty), headers={"Idempotency-Key": key}
     )
 
@@ -103,42 +60,42 @@ async def test_unshipped_units_of_a_reporting_supplier_cannot_come_back(
     sengine: Engine,
     pgc: asyncpg.Connection,
     ssettings: Settings,
-    http: httpx.AsyncClient,
+    admin_api: httpx.AsyncClient,
     sale_id: str,
 ) -> None:
     sims.reset()
     sims.supplier("P1", stock={"X": 100})
-    await reporting_supplier(http, "P1")
+    await reporting_supplier(admin_api, "P1")
     try:
-        await open_sale(http, sale_id, sale_body({"X": (1000, [("P1", 40, 400)])}))
+        await open_sale(admin_api, sale_id, sale_body({"X": (1000, [("P1", 40, 400)])}))
         order = await confirm(sengine, sale_id, "c1", [("X", 3)])
         async with reconciler(ssettings, sengine):
             await until_status(pgc, [order], {"CONFIRMED"})  # captured, waiting to ship
             before = await written(pgc, order)
-            refused = await post(http, order, "early", 1)
+            refused = await post(admin_api, order, "early", 1)
             assert (refused.status_code, refused.json()["code"]) == (409, "RETURN_NOT_SHIPPED")
             assert refused.headers["content-type"] == "application/problem+json"
             assert await written(pgc, order) == before
 
-            sent = await post_signed(http, "P1", shipment_doc(order, "s1", {"X": 2}))
+            sent = await post_signed(admin_api, "P1", shipment_doc(order, "s1", {"X": 2}))
             assert sent.status_code in (200, 201), sent.text
             for qty in (3, 2):  # more than shipped, then what shipped
-                reply = await post(http, order, f"after-{qty}", qty)
+                reply = await post(admin_api, order, f"after-{qty}", qty)
                 if qty == 3:
                     assert (reply.status_code, reply.json()["code"]) == (409, "RETURN_NOT_SHIPPED")
                 else:
                     assert reply.status_code == 201, reply.text
-            again = await post(http, order, "one-more", 1)
+            again = await post(admin_api, order, "one-more", 1)
             assert (again.status_code, again.json()["code"]) == (409, "RETURN_NOT_SHIPPED")
             # The unit left still ships, once; nothing is left to ship after it.
-            last = await post_signed(http, "P1", shipment_doc(order, "s2", {"X": 1}))
+            last = await post_signed(admin_api, "P1", shipment_doc(order, "s2", {"X": 1}))
             assert last.status_code in (200, 201), last.text
-            extra = await post_signed(http, "P1", shipment_doc(order, "s3", {"X": 1}))
+            extra = await post_signed(admin_api, "P1", shipment_doc(order, "s3", {"X": 1}))
             assert (extra.status_code, extra.json()["code"]) == (422, "SHIPMENT_EXCEEDS_ORDER")
             await until_changes_done(pgc, [order], 1)
             await audit_ok(sengine, pgc, sale_id)
     finally:
-        await reporting_supplier(http, "P1", flag=False)
+        await reporting_supplier(admin_api, "P1", flag=False)
     row = await pgc.fetchrow(
         "SELECT shipped_qty, refunded_qty FROM order_allocations WHERE order_id = $1", order
     )
@@ -154,7 +111,7 @@ async def test_an_interrupted_restock_is_finished_once(
     sengine: Engine,
     pgc: asyncpg.Connection,
     ssettings: Settings,
-    http: httpx.AsyncClient,
+    admin_api: httpx.AsyncClient,
     sale_id: str,
     service_urls: dict[str, str],
     monkeypatch: pytest.MonkeyPatch,
@@ -163,7 +120,7 @@ async def test_an_interrupted_restock_is_finished_once(
     then the reply is lost (EngineUnavailable), or the request dies (an uncaught error)."""
     sims.reset()
     sims.supplier("P1", stock={"X": 100})
-    await open_sale(http, sale_id, sale_body({"X": (1000, [("P1", 40, 400)])}))
+    await open_sale(admin_api, sale_id, sale_body({"X": (1000, [("P1", 40, 400)])}))
     orders = [await confirm(sengine, sale_id, f"c{i}", [("X", 3)]) for i in range(2)]
     async with reconciler(ssettings, sengine):
         await until_status(pgc, orders, {"FULFILLED"})
@@ -212,7 +169,7 @@ async def test_an_interrupted_restock_is_finished_once(
             orders[1],
         )
         for order_id, key, qty in ((orders[0], "lost", 2), (orders[1], "died", 1)):
-            replay = await post(http, order_id, key, qty)
+            replay = await post(admin_api, order_id, key, qty)
             assert replay.status_code == 201, replay.text
             doc = replay.json()
             assert (doc["restock"], doc["lines"][0]["restocked_qty"]) == ("done", qty)

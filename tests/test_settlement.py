@@ -4,73 +4,28 @@ through a real gateway, the simulators, the saga, Redis and PostgreSQL."""
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import json
 import os
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator
 
 import asyncpg  # type: ignore[import-untyped,unused-ignore]  # asyncpg ships no type hints
 import httpx
-import pytest
 
 from flashsale.engine import Engine, Settings
-from flashsale.engine.connection import RedisClient
 from flashsale.loadtests.gateway_process import Gateway
 from tests.after_sale_support import (
-    admin_client,
     audit_ok,
     confirm,
-    gateway_on,
-    module_database,
     open_sale,
     sale_body,
-    started_sims,
     until_changes_done,
     until_status,
 )
-from tests.saga_support import Sims, free_base, quiet_saga_db, reconciler, saga_settings
+from tests.saga_support import Sims, reconciler
 
-
-@pytest.fixture(scope="module")
-def saga_url(service_urls: dict[str, str]) -> str:
-    return module_database(service_urls, "flashsale_settlement_test")
-
-
-@pytest.fixture(scope="module")
-def ssettings(
-    settings: Settings, saga_url: str, tmp_path_factory: pytest.TempPathFactory
-) -> Settings:
-    return saga_settings(settings, free_base(), saga_url, str(tmp_path_factory.mktemp("sim")))
-
-
-@pytest.fixture(scope="module")
-def sims(ssettings: Settings) -> Iterator[Sims]:
-    yield from started_sims(ssettings)
-
-
-@pytest.fixture(scope="module")
-def gw(service_urls: dict[str, str], saga_url: str) -> Iterator[Gateway]:
-    yield from gateway_on(service_urls, saga_url)
-
-
-@pytest.fixture
-async def http(gw: Gateway) -> AsyncIterator[httpx.AsyncClient]:
-    async for client in admin_client(gw):
-        yield client
-
-
-@pytest.fixture
-async def pgc(saga_url: str) -> AsyncIterator[asyncpg.Connection]:
-    async with quiet_saga_db(saga_url) as conn:
-        yield conn
-
-
-@pytest.fixture
-def sengine(redis_client: RedisClient, ssettings: Settings) -> Engine:
-    return Engine(redis_client, dataclasses.replace(ssettings, test_clock=False))
+pytest_plugins = ("tests.order_change_fixtures",)  # the simulators, a gateway, their database
 
 
 def cli(
@@ -92,8 +47,8 @@ async def test_settlement_matches_the_figures_by_hand(
     sengine: Engine,
     pgc: asyncpg.Connection,
     ssettings: Settings,
-    http: httpx.AsyncClient,
-    gw: Gateway,
+    admin_api: httpx.AsyncClient,
+    saga_gw: Gateway,
     service_urls: dict[str, str],
     saga_url: str,
     sale_id: str,
@@ -102,14 +57,14 @@ async def test_settlement_matches_the_figures_by_hand(
     sims.supplier("P1", stock={"X": 100, "Y": 0})  # Y goes to P2, 50 dearer a unit
     sims.supplier("P2", stock={"Y": 100})
     items = {"X": (1000, [("P1", 20, 400)]), "Y": (1100, [("P1", 20, 400), ("P2", 20, 450)])}
-    await open_sale(http, sale_id, sale_body(items, "full"))
+    await open_sale(admin_api, sale_id, sale_body(items, "full"))
     o1 = await confirm(sengine, sale_id, "c1", [("X", 2)])
     o2 = await confirm(sengine, sale_id, "c2", [("X", 1), ("Y", 1)])
     o3 = await confirm(sengine, sale_id, "c3", [("X", 1)], token="decline")
     async with reconciler(ssettings, sengine):
         await until_status(pgc, [o1, o2], {"FULFILLED"})
         await until_status(pgc, [o3], {"PAYMENT_FAILED"})
-        back = await http.post(
+        back = await admin_api.post(
             f"/v1/admin/orders/{o1}/returns",
             json={"lines": [{"sku": "X", "qty": 1, "condition": "restockable"}], "reason": "x"},
             headers={"Idempotency-Key": "ret-1"},
@@ -125,7 +80,7 @@ async def test_settlement_matches_the_figures_by_hand(
     assert (auths[o2]["captured_minor"], auths[o2]["refunded_minor"]) == (2100, 0)
     assert (auths[o3]["status"], auths[o3]["captured_minor"]) == ("declined", 0)
 
-    reply = await http.get(f"/v1/admin/sales/{sale_id}/settlement")
+    reply = await admin_api.get(f"/v1/admin/sales/{sale_id}/settlement")
     assert reply.status_code == 200, reply.text
     doc = reply.json()
     # The credit's time as PostgreSQL recorded it, in the document's form (UTC, milliseconds).
@@ -180,10 +135,10 @@ async def test_settlement_matches_the_figures_by_hand(
     assert cli(service_urls, saga_url, "--sale", "no-such-sale").returncode == 1
 
     # Unknown sale, bad id, no admin key: clear problems.
-    missing = await http.get("/v1/admin/sales/no-such-sale/settlement")
+    missing = await admin_api.get("/v1/admin/sales/no-such-sale/settlement")
     assert (missing.status_code, missing.json()["code"]) == (404, "NOT_FOUND")
-    bad = await http.get("/v1/admin/sales/bad%20id/settlement")
+    bad = await admin_api.get("/v1/admin/sales/bad%20id/settlement")
     assert (bad.status_code, bad.json()["code"]) == (422, "INVALID_REQUEST")
-    async with httpx.AsyncClient(base_url=gw.url) as anonymous:
+    async with httpx.AsyncClient(base_url=saga_gw.url) as anonymous:
         denied = await anonymous.get(f"/v1/admin/sales/{sale_id}/settlement")
         assert (denied.status_code, denied.json()["code"]) == (401, "UNAUTHORIZED")

@@ -62,9 +62,20 @@ class PaymentSim:
                 Route(base + "/capture", self.capture, methods=["POST"]),
                 Route(base + "/void", self.void, methods=["POST"]),
                 Route(base + "/refund", self.refund, methods=["POST"]),
+                Route("/_sim" + base + "/expire", self.expire, methods=["POST"]),
                 *control_routes(self.records, self.configure, self.reset),
             ]
         )
+
+    async def expire(self, request: Request) -> Response:
+        """A test's hand: the authorisation lapses (nothing captured yet), as a provider's do
+        after some days; capture and void then refuse it."""
+        auth = self.auths.get(request.path_params["auth"])
+        if auth is None:
+            return refuse(404, "NOT_FOUND", "no such authorization")
+        if auth.status == "authorized":
+            auth.status = "expired"
+        return reply(200, asdict(auth))
 
     async def records(self, _: Request) -> Response:
         return reply(200, {"authorizations": [asdict(a) for a in self.auths.values()]})

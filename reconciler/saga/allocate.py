@@ -127,18 +127,19 @@ async def _options(p: Parties, o: Order, line: Line) -> list[dict[str, Any]]:
             quote = await p.suppliers.stock(supplier_id, line.sku)
         except PartyUnavailable:
             continue  # an option we cannot price is not offered
-        if quote is not None and quote.available >= line.qty:
-            margin = line.qty * (line.price_minor - quote.cost_minor)
-            options.append(
-                {
-                    "decision": "secondary",
-                    "supplier_id": supplier_id,
-                    "cost_minor": quote.cost_minor,
-                    "margin_minor": margin,
-                    "margin_change_minor": margin - line.planned_margin_minor,
-                }
-            )
+        if quote is not None and quote.available >= line.live_qty:
+            option = {"decision": "secondary", "supplier_id": supplier_id}
+            options.append({**option, **secondary_margin(line, quote.cost_minor)})
     return options
+
+
+def secondary_margin(line: Line, unit_cost: int) -> dict[str, int]:
+    """A secondary option's price for the line's live units: its margin, and the change from
+    the margin planned for those units."""
+    margin = line.live_qty * (line.price_minor - unit_cost)
+    planned = line.planned_margin_minor * line.live_qty // line.qty if line.qty else 0
+    change = margin - planned
+    return {"cost_minor": unit_cost, "margin_minor": margin, "margin_change_minor": change}
 
 
 def _due(o: Order, line: Line) -> bool:
@@ -196,7 +197,7 @@ async def allocate(p: Parties, o: Order) -> Decision:
         old = next((b for b in o.backorders if b.ref == line.ref), None)
         options = await _options(p, o, line)
         touched.append(
-            Backorder(old.id if old else 0, *line.ref, line.qty, "open", None, None, options)
+            Backorder(old.id if old else 0, *line.ref, line.live_qty, "open", None, None, options)
         )
     d = _backordered(o, todo, short, touched + moved, note)
     d.notices += told
@@ -208,7 +209,7 @@ def _backordered(
     o: Order, todo: list[Line], short: list[Line], touched: list[Backorder], note: str
 ) -> Decision:
     refused = "; ".join(f"{line.sku}: {', '.join(line.refused_by)}" for line in short)
-    lines = [{"sku": x.sku, "qty": x.qty, "refused_by": x.refused_by} for x in short]
+    lines = [{"sku": x.sku, "qty": x.live_qty, "refused_by": x.refused_by} for x in short]
     return Decision(
         "backordered",
         None if o.status == "PARTIALLY_FULFILLED" else "BACKORDERED",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flashsale.reconciler.saga.compensation import give_back, void
+from flashsale.reconciler.saga.compensation import give_back, kept_out, void
 from flashsale.reconciler.saga.parties import Parties, both
 from flashsale.store.saga.model import Decision, Order
 
@@ -33,7 +33,8 @@ async def authorize(p: Parties, o: Order) -> Decision:
             order={"authorization_id": answer.ref, "authorized_minor": o.total_minor},
         )
     why = f"payment declined: {answer.detail or answer.code}"
-    returned = await give_back(p, o, why, writeoff=())
+    # A cancel recorded while PENDING gave its units back already: those stay out.
+    returned = await give_back(p, o, why, kept_out(o))
     return Decision(
         "declined",
         "PAYMENT_FAILED",

@@ -12,7 +12,7 @@ from flashsale.reconciler.saga.allocate import ship_from
 from flashsale.reconciler.saga.compensation import (
     cancel_allocations,
     give_back,
-    unshippable,
+    kept_out,
     void,
 )
 from flashsale.reconciler.saga.parties import Parties, both
@@ -48,8 +48,13 @@ async def apply_backorders(p: Parties, o: Order) -> Decision:
     waits: list[tuple[Backorder, dt.date | None, str]] = []  # (backorder, its date before, why)
     for b in decided:
         assert b.decision is not None
+        line = next(x for x in o.lines if x.ref == b.ref)
+        if line.live_qty == 0:  # every unit cancelled while the decision waited its turn
+            b.status = "cancelled"
+            notes.append(f"{b.sku}: nothing left to ship")
+            continue
+        b.qty = line.live_qty  # the units still ordered, should a cancel have cut the line
         if b.decision["decision"] == "wait":
-            line = next(x for x in o.lines if x.ref == b.ref)
             b.status, line.status = "waiting", "waiting"
             previous = b.promised_date
             b.promised_date = dt.date.fromisoformat(b.decision["promised_date"])
@@ -78,7 +83,7 @@ async def apply_backorders(p: Parties, o: Order) -> Decision:
 
 
 async def _cancel_order(p: Parties, o: Order) -> Decision:
-    cut = unshippable(o)
+    cut = kept_out(o)
     cancelled = await cancel_allocations(p, o)
     if o.captured_minor > o.refunded_minor:
         assert o.authorization_id is not None

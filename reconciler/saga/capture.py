@@ -9,7 +9,7 @@ from flashsale.reconciler.adapters import PartyUnavailable
 from flashsale.reconciler.saga.compensation import (
     cancel_allocations,
     give_back,
-    unshippable,
+    kept_out,
     void,
 )
 from flashsale.reconciler.saga.parties import Parties, both, now
@@ -94,7 +94,7 @@ def _waiting(o: Order, captured: dict[str, Any], changed: list[Line]) -> Decisio
 async def _refused(p: Parties, o: Order, why: str) -> Decision:
     """The provider refused the capture: undo the allocations, void what can be voided, and
     put the units back on sale (but those nobody can ship)."""
-    cut = unshippable(o)
+    cut = kept_out(o)
     cancelled = await cancel_allocations(p, o)
     # A refused capture (an authorisation that expired, say) may leave nothing to void.
     voided = await void(p, o, refusal_ok=True)

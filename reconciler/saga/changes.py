@@ -16,8 +16,10 @@ from dataclasses import dataclass, field
 
 from flashsale.engine import Code
 from flashsale.reconciler.adapters import PartyUnavailable
-from flashsale.reconciler.saga.compensation import give_back, void
+from flashsale.reconciler.saga.allocate import secondary_margin
+from flashsale.reconciler.saga.compensation import give_back, kept_out, void
 from flashsale.reconciler.saga.parties import Parties, both
+from flashsale.store.saga.change_rooms import COUNTED
 from flashsale.store.saga.model import FINAL, Backorder, Change, Decision, Line, Notice, Order
 from flashsale.store.shipments import AWAITING, status_of
 
@@ -52,35 +54,65 @@ async def _refund(p: Parties, o: Order, ch: Change, amount: int, done: _Done) ->
     return amount
 
 
+def _gone(o: Order, line: Line) -> int:
+    """The line's live units that left its supplier, returned since or not, as the order's
+    status counts them (status_of): those its supplier reported; all of a confirmed line whose
+    supplier does not report shipments, once the order's status counts them."""
+    if line.status != "allocated" or line.live_qty <= 0:
+        return 0
+    if line.supplier_id not in o.reporting:
+        return line.live_qty if line.confirmed and o.status in COUNTED else 0
+    return min(line.shipped_qty, line.live_qty)
+
+
+def _shipped(o: Order, line: Line) -> int:
+    """The line's units that count as shipped for a cancel: gone and not returned."""
+    return max(_gone(o, line) - line.returned_qty, 0)
+
+
+async def _lock(p: Parties, o: Order, ch: Change, line: Line, qty: int, *key: str) -> str | None:
+    """A new lock of `qty` units of the line at its supplier; its reference, None if refused."""
+    at = line.supplier_id
+    assert at is not None, "a lock of an allocated line"
+    answer = await p.suppliers.allocate(at, o.key(ch.id, *key, *line.ref), line.sku, qty, p.lock_s)
+    return answer.ref if answer.ok else None
+
+
 async def _free_at_supplier(p: Parties, o: Order, ch: Change, line: Line) -> str:
-    """The line's lock after a cancel: cancelled when nothing is left of it, else locked again
-    for what is left (made firm again if it was); a supplier that will not lock it again sends
-    the line back to supplier.allocate."""
+    """The line's lock after a cancel: cancelled when nothing unshipped is left of it, else
+    locked again for the units left to ship (made firm again if it was). The new lock is asked
+    for before the old one is cancelled, so a supplier short of stock keeps the units it already
+    holds for the order; only when it refuses is the old lock cancelled first and the rest asked
+    for again, and a supplier that refuses even then sends the line back to supplier.allocate."""
     if line.status != "allocated" or not line.supplier_id or not line.allocation_ref:
         if line.live_qty == 0:
             line.status = "cancelled"
         return "no lock"
     at, old = line.supplier_id, line.allocation_ref
+    rest = line.live_qty - min(line.shipped_qty, line.live_qty)  # shipped units stay shipped
+    ref = await _lock(p, o, ch, line, rest, "relock") if rest else None
     answer = await p.suppliers.cancel(at, o.key(ch.id, "cancel", *line.ref), old)
     if not answer.ok and answer.code != "NOT_FOUND":
         raise PartyUnavailable(f"cancel {old} at {at}: {answer.code}")
     if line.live_qty == 0:
         line.status = "cancelled"
         return f"{old} cancelled"
-    key = o.key(ch.id, "relock", *line.ref)
-    again = await p.suppliers.allocate(at, key, line.sku, line.live_qty, p.lock_s)
-    if not again.ok:
+    if rest == 0:  # what is left of the line has shipped: nothing to lock again
+        return f"{old} cancelled, the {line.live_qty} unit(s) left have shipped"
+    if ref is None:
+        ref = await _lock(p, o, ch, line, rest, "relock-after")
+    if ref is None:
         line.status, line.allocation_ref, line.confirmed = "pending", None, False
-        return f"{old} cancelled, {at} refused the rest ({again.code})"
+        return f"{old} cancelled, {at} refused the rest"
     firm = line.confirmed
-    line.allocation_ref, line.confirmed = again.ref, False
+    line.allocation_ref, line.confirmed = ref, False
     line.margin_minor = line.live_qty * (line.price_minor - (line.cost_minor or 0))
     if firm:
-        confirmed = await p.suppliers.confirm(at, o.key(ch.id, "confirm", *line.ref), again.ref)
+        confirmed = await p.suppliers.confirm(at, o.key(ch.id, "confirm", *line.ref), ref)
         if not confirmed.ok:
-            raise PartyUnavailable(f"confirm {again.ref} at {at}: {confirmed.code}")
+            raise PartyUnavailable(f"confirm {ref} at {at}: {confirmed.code}")
         line.confirmed = True
-    return f"{old} cancelled, {line.live_qty} locked again as {again.ref}"
+    return f"{old} cancelled, {rest} locked again as {ref}"
 
 
 def _refuse(ch: Change, why: str) -> None:
@@ -90,15 +122,19 @@ def _refuse(ch: Change, why: str) -> None:
 async def _cancel(p: Parties, o: Order, ch: Change, done: _Done) -> None:
     parts = [(_line(o, x["sku"], x["hold_supplier"]), int(x["qty"])) for x in ch.lines]
     for line, qty in parts:
-        left = line.live_qty - line.refunded_qty - line.shipped_qty
+        left = line.live_qty - line.refunded_qty - _shipped(o, line)
+        if ch.whole:  # a whole cancel takes refunded units not shipped too
+            left = line.live_qty - _gone(o, line)
         if qty > left:
             return _refuse(ch, f"{line.sku}: only {left} unit(s) left to cancel")
-    # Units that must not go back on sale: cancelled before (given back then) or unshippable.
-    out = {line.ref: line.cancelled_qty for line in o.lines}
+    # Units a whole cancel's compensation must not put back on sale (read before the cut):
+    # cancelled before (given back then), unshippable, restocked by a return.
+    cut = kept_out(o)
     unshippable = {line.ref for line, _ in parts if line.status in ("backordered", "waiting")}
     for line, qty in parts:
-        out[line.ref] += qty if line.ref in unshippable else 0
-    for line, qty in parts:
+        if ch.whole:  # refunded units it takes are cancelled now (their money came back)
+            fresh = max(line.live_qty - line.refunded_qty - _shipped(o, line), 0)
+            line.refunded_qty -= min(line.refunded_qty, max(qty - fresh, 0))
         line.cancelled_qty += qty
         done.notes.append(await _free_at_supplier(p, o, ch, line))
         done.cancelled.append({"sku": line.sku, "qty": qty, "change_id": ch.id})
@@ -109,10 +145,10 @@ async def _cancel(p: Parties, o: Order, ch: Change, done: _Done) -> None:
     if all(x.live_qty == 0 for x in o.lines):
         done.whole = True
         if not o.captured_minor:
-            done.history.append(("payment.void", await void(p, o)))
-        # The compensation gives the whole hold back: units an earlier cancel already gave
-        # back, or that no supplier could ship, leave the stock instead (written off).
-        cut = tuple((sku, hold, n) for (sku, hold), n in out.items() if n > 0)
+            # Nothing captured: an authorisation the provider will not void (expired, say)
+            # leaves nothing to pay back, so a refusal is recorded, not retried.
+            done.history.append(("payment.void", await void(p, o, refusal_ok=True)))
+        # The compensation gives the whole hold back but `cut` (written off).
         returned = await give_back(p, o, _why(o, ch), cut)
     else:
         back = [(x, q) for x, q in parts if x.ref not in unshippable]
@@ -141,13 +177,23 @@ def _why(o: Order, ch: Change) -> str:
 async def _adjust(p: Parties, o: Order, ch: Change, restock: list[tuple[Line, int]]) -> str:
     """Cancelled units of an order that goes on: back on sale at the supplier the sale took them
     from (an adjustment, in the ledger with the reason), once per change and line however often
-    the step runs."""
+    the step runs. A sale Redis no longer has, or one closed or over, takes nothing back (as a
+    return's restock): the units are recorded as not returned, never retried to a dead letter."""
+    if not restock:
+        return "0 unit(s) back on sale"
+    sale = await p.engine.stock(o.sale_id)
+    if sale is None:
+        return "sale gone from Redis: units not returned"
+    if sale.status == "closed" or 0 < sale.ends_at_ms <= sale.now_ms:
+        return f"sale {sale.status}: units not returned"
     back = 0
     for line, qty in restock:
         once = f"{o.order_id}:{ch.id}:{line.sku}:{line.hold_supplier}"
         result = await p.engine.adjust(
             o.sale_id, line.sku, line.hold_supplier, qty, _why(o, ch), once=once
         )
+        if result.code in (Code.UNKNOWN_SKU, Code.UNKNOWN_SUPPLIER):  # unloaded meanwhile
+            return f"{back} unit(s) back on sale; sale gone from Redis: the rest not returned"
         if result.code is not Code.OK:
             raise PartyUnavailable(f"adjust {line.sku} at {line.hold_supplier}: {result.code}")
         back += result.applied
@@ -202,7 +248,10 @@ async def apply_changes(p: Parties, o: Order) -> Decision:
 def _status(o: Order, done: _Done) -> str | None:
     if o.status in FINAL and o.status != "FULFILLED":
         return None
-    if o.captured_minor and done.refunded_minor >= o.captured_minor:
+    # Paid back in full ends the order only once no unit is left to ship: else shipments go on
+    # and finish it (a supplier still holding live units would have its shipments refused).
+    unshipped = sum(x.live_qty - _gone(o, x) for x in o.lines if x.status != "cancelled")
+    if o.captured_minor and done.refunded_minor >= o.captured_minor and unshipped == 0:
         return "REFUNDED"
     if all(x.live_qty == 0 for x in o.lines):
         return "CANCELLED"
@@ -228,18 +277,31 @@ def _next(o: Order, status: str | None) -> tuple[str | None, dt.datetime | None]
     parked = o.status == "BACKORDERED" and step is None
     if parked and not any(x.status in ("backordered",) for x in o.lines):
         return "payment.capture", None
+    short = any(x.status in ("pending", "waiting", "backordered") for x in o.lines)
+    if step == "supplier.allocate" and at is not None and o.captured_minor and not short:
+        # The promised day was for lines now cancelled: nothing waits for it, go on now.
+        return "notify", None
     return step, at
 
 
 def _close_backorders(o: Order) -> list[Backorder]:
-    closed = []
+    """A backorder still to decide or wait for follows its line: cut to the units left, so a
+    secondary supplier or the promised day asks for those; closed when none is left."""
+    touched = []
     for b in o.backorders:
         line = _line(o, b.sku, b.hold_supplier)
-        if b.status in ("open", "waiting") and line.live_qty == 0:
+        if b.status not in ("open", "waiting") or b.qty == line.live_qty:
+            continue
+        if line.live_qty == 0:
             b.status = "cancelled"
             line.status = "cancelled"
-            closed.append(b)
-    return closed
+        else:
+            b.qty = line.live_qty
+            for option in b.options:  # a secondary's margin, for the units left
+                if option.get("decision") == "secondary":
+                    option.update(secondary_margin(line, int(option["cost_minor"])))
+        touched.append(b)
+    return touched
 
 
 def _fulfilled(o: Order, status: str | None) -> list[Notice]:

@@ -27,13 +27,19 @@ async def give_back(p: Parties, o: Order, reason: str, writeoff: Writeoff) -> st
     raise PartyUnavailable(f"compensate {o.order_id}: {result.code} {result.status}")
 
 
-def unshippable(o: Order) -> Writeoff:
-    """Units of lines no supplier could ship: written off, never back on sale."""
-    return tuple(
-        (line.sku, line.hold_supplier, line.qty)
-        for line in o.lines
-        if line.status in ("backordered", "waiting")
-    )
+def kept_out(o: Order) -> Writeoff:
+    """The hold's units a compensation must not put back on sale (written off instead), so no
+    unit is given back twice: per line the units cancelled (a partial cancel gave them back
+    already, or they were unshippable), the live units of lines no supplier could ship
+    (backordered, waiting), and the units a return put back on sale. Read it before
+    cancel_allocations, which marks every line cancelled."""
+    out = []
+    for line in o.lines:
+        unshippable = line.status in ("backordered", "waiting")
+        n = line.cancelled_qty + (line.live_qty if unshippable else line.restocked_qty)
+        if n > 0:
+            out.append((line.sku, line.hold_supplier, min(n, line.qty)))
+    return tuple(out)
 
 
 async def cancel_allocations(p: Parties, o: Order) -> list[Line]:

@@ -16,24 +16,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from flashsale.engine.errors import FlashsaleError
 from flashsale.store.db import Connection
+from flashsale.store.saga import change_rooms
+from flashsale.store.saga.change_rooms import PENDING
+from flashsale.store.saga.change_rooms import ChangeRefused as ChangeRefused  # its callers' name
 from flashsale.store.saga.claims import REARM, TRANSITION
 from flashsale.store.saga.model import FINAL, Change
 
 STEP = "order.change"
 SOURCES = ("customer", "operator", "return")
-
-
-class ChangeRefused(FlashsaleError):
-    """A change that cannot be recorded; `code` says why (NOT_FOUND, ORDER_FINAL, ORDER_CAPTURED,
-    LINE_SHIPPED, UNKNOWN_LINE, LINE_QTY_EXCEEDED, NOTHING_TO_CANCEL, REFUND_EXCEEDS_CAPTURED,
-    SAGA_STEP_DEAD, IDEMPOTENCY_KEY_REUSED, INVALID_REQUEST). Nothing was written."""
-
-    def __init__(self, code: str, detail: str) -> None:
-        super().__init__(f"{code}: {detail}")
-        self.code = code
-        self.detail = detail
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,16 +52,8 @@ FROM orders o LEFT JOIN saga_steps s ON s.order_id = o.order_id AND s.step = o.n
 WHERE o.order_id = $1
 FOR UPDATE OF o
 """
-_LINES = """
-SELECT sku, hold_supplier, qty, price_minor, status, cancelled_qty, refunded_qty, shipped_qty
-FROM order_allocations WHERE order_id = $1 ORDER BY sku, hold_supplier
-"""
-_PENDING = """
-SELECT id, kind, whole, lines, amount_minor, reason, source FROM order_changes
-WHERE order_id = $1 AND status = 'pending' ORDER BY id
-"""
 _BY_KEY = """
-SELECT id, order_id, kind, whole, status, amount_minor, lines, outcome FROM order_changes
+SELECT id, order_id, kind, whole, status, amount_minor, lines, outcome, source FROM order_changes
 WHERE order_id = $1 AND idempotency_key = $2
 """
 _INSERT = """
@@ -90,90 +73,10 @@ WHERE order_id = $1
 """
 
 
-@dataclass(slots=True)
-class _Room:
-    """A line's units still open to a change, after what is pending."""
-
-    sku: str
-    hold_supplier: str
-    price_minor: int
-    cancellable: int  # not shipped, not cancelled, not refunded
-    refundable: int  # not cancelled, not refunded
-    shipped: int
-
-
 def _recorded(r: Any, replay: bool) -> Recorded:
     lines = json.loads(r["lines"])
     found = (r["id"], r["order_id"], r["kind"], r["status"], r["amount_minor"])
     return Recorded(*found, lines, r["outcome"], replay)
-
-
-async def _rooms(conn: Connection, order_id: str) -> tuple[list[_Room], int]:
-    """Each line's room, and the money the pending changes will give back."""
-    rooms = []
-    for r in await conn.fetch(_LINES, order_id):
-        free = r["qty"] - r["cancelled_qty"] - r["refunded_qty"]
-        if r["status"] == "cancelled":
-            free = 0
-        shipped = min(r["shipped_qty"], free)
-        rooms.append(
-            _Room(r["sku"], r["hold_supplier"], r["price_minor"], free - shipped, free, shipped)
-        )
-    pending_minor = 0
-    for change in await conn.fetch(_PENDING, order_id):
-        pending_minor += change["amount_minor"]
-        for part in json.loads(change["lines"]):
-            room = next(x for x in rooms if (x.sku, x.hold_supplier) == tuple(part[:2]))
-            room.refundable -= part[2]
-            room.cancellable = min(room.cancellable, room.refundable)
-    return rooms, pending_minor
-
-
-def _take(rooms: list[_Room], sku: str, qty: int, cancel: bool) -> list[tuple[str, str, int]]:
-    """The units of `sku` taken from its lines in order: [(sku, hold_supplier, qty)]."""
-    mine = [x for x in rooms if x.sku == sku]
-    if not mine:
-        raise ChangeRefused("UNKNOWN_LINE", f"the order has no line for sku {sku}")
-    room = sum(x.cancellable if cancel else x.refundable for x in mine)
-    if qty > room:
-        if cancel and qty <= room + sum(x.shipped for x in mine):
-            raise ChangeRefused("LINE_SHIPPED", f"{sku}: only {room} unit(s) not yet shipped")
-        raise ChangeRefused("LINE_QTY_EXCEEDED", f"{sku}: only {room} unit(s) left to change")
-    taken = []
-    for x in mine:
-        n = min(qty, x.cancellable if cancel else x.refundable)
-        if n > 0:
-            taken.append((sku, x.hold_supplier, n))
-            x.cancellable, x.refundable, qty = x.cancellable - n, x.refundable - n, qty - n
-    return taken
-
-
-def _parts(
-    rooms: list[_Room], lines: Sequence[tuple[str, int]], cancel: bool
-) -> list[tuple[str, str, int]]:
-    for sku, qty in lines:
-        if not isinstance(sku, str) or not isinstance(qty, int) or qty < 1:
-            raise ChangeRefused("INVALID_REQUEST", "each line needs a sku and a qty >= 1")
-    return [part for sku, qty in lines for part in _take(rooms, sku, qty, cancel)]
-
-
-def _exact(rooms: list[_Room], parts: Sequence[tuple[str, str, int]]) -> list[tuple[str, str, int]]:
-    """Units of named lines (sku, hold_supplier, qty), as a return names them."""
-    for sku, hold_supplier, qty in parts:
-        room = next((x for x in rooms if (x.sku, x.hold_supplier) == (sku, hold_supplier)), None)
-        if room is None:
-            raise ChangeRefused("UNKNOWN_LINE", f"the order has no line {sku} from {hold_supplier}")
-        if qty > room.refundable:
-            raise ChangeRefused(
-                "LINE_QTY_EXCEEDED", f"{sku}: only {room.refundable} unit(s) left to change"
-            )
-        room.cancellable, room.refundable = room.cancellable - qty, room.refundable - qty
-    return list(parts)
-
-
-def _value(rooms: list[_Room], parts: Sequence[tuple[str, str, int]]) -> int:
-    price = {(x.sku, x.hold_supplier): x.price_minor for x in rooms}
-    return sum(price[(sku, hold)] * qty for sku, hold, qty in parts)
 
 
 async def _target(conn: Connection, order_id: str, customer_id: str | None) -> Any:
@@ -183,16 +86,19 @@ async def _target(conn: Connection, order_id: str, customer_id: str | None) -> A
     return order
 
 
-def _same(found: Any, kind: str, lines: list[tuple[str, int]] | None, amount_minor: int) -> bool:
+def _same(
+    found: Any, kind: str, lines: list[tuple[str, int]] | None, amount_minor: int, source: str
+) -> bool:
     """Whether a request asks what the key's record was made for (units per sku, the whole
-    order, or the amount)."""
+    order, or the amount), by the same kind of caller: a customer's key never replays an
+    operator's change."""
     stored: Counter[str] = Counter()
     for sku, _, qty in json.loads(found["lines"]):
         stored[sku] += qty
     asked: Counter[str] = Counter()
     for sku, qty in lines or []:
         asked[sku] += qty
-    if found["kind"] != kind:
+    if found["kind"] != kind or found["source"] != source:
         return False
     if kind == "cancel":
         return bool(found["whole"]) == (lines is None) and (lines is None or stored == asked)
@@ -208,13 +114,15 @@ async def _replayed(
     kind: str,
     lines: list[tuple[str, int]] | None,
     amount_minor: int = 0,
+    *,
+    source: str,
 ) -> Recorded | None:
     """The key's first record, when the request is the same; another request with the key is
     refused (IDEMPOTENCY_KEY_REUSED)."""
     found = await conn.fetchrow(_BY_KEY, order_id, key)
     if found is None:
         return None
-    if not _same(found, kind, lines, amount_minor):
+    if not _same(found, kind, lines, amount_minor, source):
         raise ChangeRefused(
             "IDEMPOTENCY_KEY_REUSED", f"key {key!r} recorded another {found['kind']} of the order"
         )
@@ -280,15 +188,17 @@ async def request_refund(
     Never above what was captured and not yet refunded (pending changes included). A key
     already used on the order answers its first record."""
     order = await _target(conn, order_id, customer_id)
-    if (replay := await _replayed(conn, order_id, key, "refund", lines, amount_minor)) is not None:
+    if (
+        replay := await _replayed(conn, order_id, key, "refund", lines, amount_minor, source=source)
+    ) is not None:
         return replay
     _check_common(order, source, key)
-    rooms, pending_minor = await _rooms(conn, order_id)
+    rooms, pending_minor = await change_rooms.rooms(conn, order_id)
     if of_lines:
-        parts = _exact(rooms, of_lines)
+        parts = change_rooms.exact(rooms, of_lines)
     else:
-        parts = _parts(rooms, lines, cancel=False) if lines else []
-    value = _value(rooms, parts) if lines else amount_minor
+        parts = change_rooms.parts(rooms, lines, cancel=False) if lines else []
+    value = change_rooms.value(rooms, parts) if lines else amount_minor
     amount = amount_minor if amount_minor > 0 else value
     if not isinstance(amount, int) or amount < 1 or (lines and amount > value):
         raise ChangeRefused(
@@ -320,20 +230,23 @@ async def request_cancel(
     (source 'customer', `customer_id` the owner) may cancel only before the capture; an operator
     any order not final; shipped units never."""
     order = await _target(conn, order_id, customer_id)
-    if (replay := await _replayed(conn, order_id, key, "cancel", lines)) is not None:
+    if (replay := await _replayed(conn, order_id, key, "cancel", lines, source=source)) is not None:
         return replay
     _check_common(order, source, key)
     if source == "customer" and order["captured_minor"] > 0:
         raise ChangeRefused("ORDER_CAPTURED", "the payment is captured: ask the shop")
     if order["status"] in FINAL:
         raise ChangeRefused("ORDER_FINAL", f"order {order_id} is {order['status']}")
-    rooms, _ = await _rooms(conn, order_id)
+    rooms, _ = await change_rooms.rooms(conn, order_id)
     if lines is None:
         if any(x.shipped for x in rooms):
             raise ChangeRefused("LINE_SHIPPED", "units have shipped: cancel the others by line")
-        parts = [(x.sku, x.hold_supplier, x.cancellable) for x in rooms if x.cancellable]
+        # Refunded units not shipped go too (no supplier keeps them); the money is that of
+        # the units not refunded yet.
+        parts = [(x.sku, x.hold_supplier, x.unshipped) for x in rooms if x.unshipped > 0]
+        paid = [(x.sku, x.hold_supplier, x.cancellable) for x in rooms]
     else:
-        parts = _parts(rooms, lines, cancel=True)
+        parts = paid = change_rooms.parts(rooms, lines, cancel=True)
     if not parts:
         raise ChangeRefused("NOTHING_TO_CANCEL", f"order {order_id} has no unit left to cancel")
     return await _record(
@@ -341,7 +254,7 @@ async def request_cancel(
         order,
         "cancel",
         parts,
-        _value(rooms, parts),
+        change_rooms.value(rooms, paid),
         whole=lines is None,
         reason=reason,
         source=source,
@@ -367,7 +280,7 @@ async def pending(
     conn: Connection, order_id: str
 ) -> tuple[list[Change], tuple[str | None, dt.datetime | None]]:
     """The order's pending changes in order, and the step order.change displaced."""
-    found = [_change(r) for r in await conn.fetch(_PENDING, order_id)]
+    found = [_change(r) for r in await conn.fetch(PENDING, order_id)]
     paused = await conn.fetchrow(_PAUSED, order_id)
     return found, (paused["paused_step"], paused["paused_due_at"])
 

@@ -37,6 +37,8 @@ class Line:
     refunded_qty: int = 0  # units refunded by line (a return, an operator's line refund)
     refunded_minor: int = 0  # money refunded for this line
     shipped_qty: int = 0  # units its supplier reported shipped (written by store/shipments.py)
+    restocked_qty: int = 0  # units returns put back on sale (return_lines; read, never written)
+    returned_qty: int = 0  # units returned, whatever became of them (return_lines; read only)
 
     @property
     def live_qty(self) -> int:

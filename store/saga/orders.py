@@ -32,8 +32,14 @@ FROM orders WHERE order_id = $1
 _LINES = """
 SELECT sku, hold_supplier, qty, price_minor, status, supplier_id, cost_minor, allocation_ref,
        confirmed, planned_margin_minor, margin_minor, refused_by, cancelled_qty, refunded_qty,
-       refunded_minor, shipped_qty
-FROM order_allocations WHERE order_id = $1 ORDER BY sku, hold_supplier
+       refunded_minor, shipped_qty,
+       (SELECT coalesce(sum(r.restocked_qty), 0) FROM return_lines r
+        WHERE (r.order_id, r.sku, r.hold_supplier) = (a.order_id, a.sku, a.hold_supplier)
+          AND r.destination = 'sale_stock')::int AS restocked_qty,
+       (SELECT coalesce(sum(r.qty), 0) FROM return_lines r
+        WHERE (r.order_id, r.sku, r.hold_supplier) = (a.order_id, a.sku, a.hold_supplier)
+       )::int AS returned_qty
+FROM order_allocations a WHERE order_id = $1 ORDER BY sku, hold_supplier
 """
 _BACKORDERS = """
 SELECT id, sku, hold_supplier, qty, status, decision, promised_date, options
@@ -141,12 +147,14 @@ _OPEN_BACKORDER = """
 INSERT INTO backorders (order_id, sku, hold_supplier, qty, status, options)
 VALUES ($1, $2, $3, $4, 'open', $5::jsonb)
 ON CONFLICT (order_id, sku, hold_supplier) DO UPDATE
-SET status = 'open', options = EXCLUDED.options, decision = NULL, decided_at = NULL,
-    applied = true, promised_date = NULL
+SET status = 'open', qty = EXCLUDED.qty, options = EXCLUDED.options, decision = NULL,
+    decided_at = NULL, applied = true, promised_date = NULL
 WHERE backorders.status <> 'decided' OR $6
 """
+# qty follows the line's live units (a cancel of part of a backordered line cuts it).
 _WRITE_BACKORDER = """
-UPDATE backorders SET status = $2, decision = $3::jsonb, promised_date = $4, applied = true
+UPDATE backorders SET status = $2, decision = $3::jsonb, promised_date = $4, applied = true,
+    qty = $6
 WHERE id = $1 AND (status <> 'decided' OR $5)
 """
 
@@ -166,6 +174,7 @@ async def _backorders(
             None if b.decision is None else json.dumps(b.decision),
             b.promised_date,
             applies,
+            b.qty,
         )
         for b in backorders
         if b.status != "open"
