@@ -65,7 +65,7 @@ def _admin_op(summary: str, ok: int, params: list[str]) -> dict[str, Any]:
 def after_sale_paths() -> dict[str, Any]:
     returns = _admin_op(
         "Record a return (201; a replayed Idempotency-Key: the same answer; "
-        "409 RETURN_EXCEEDS_ORDER, RETURN_NOT_SHIPPED, ORDER_NOT_CAPTURED; "
+        "409 RETURN_EXCEEDS_ORDER, RETURN_NOT_SHIPPED, ORDER_NOT_CAPTURED, ORDER_BUSY; "
         "503 UNAVAILABLE: replay the same request to finish the restock)",
         201,
         ["order"],

@@ -90,7 +90,8 @@ async def post_return(request: Request) -> Response:
             row, lines = await _settled(conn, return_id)
     except returns.ReturnRefused as exc:
         status, code = REFUSED.get(exc.code, (409, exc.code))
-        raise Problem(status, code, exc.detail) from None
+        again = {"Retry-After": "1"} if code == "ORDER_BUSY" else None
+        raise Problem(status, code, exc.detail, again) from None
     except UNAVAILABLE as exc:
         raise unavailable() from exc
     headers = {"Idempotent-Replayed": "true"} if replay else {}

@@ -77,11 +77,16 @@ class AfterSaleAct:
             await party.post(f"{sims['payment']}/config", json=slow)
             ann = await self._buy(gw, "ann", 1)
             # Flushed, not captured: the slow payment provider and supplier leave seconds to cancel
-            # in (were the capture first after all, the cancel would refund it: REFUNDED).
+            # in. A cancel recorded while the capture runs is refunded after it (REFUNDED); one
+            # that comes after the capture is refused to her, and the shop's operator cancels.
             await self._until(gw, ann, {"PENDING", "AUTHORIZED"})
             cancel = await gw.post(
                 f"/v1/orders/{ann}/cancel", json={}, headers=self._customer("ann")
             )
+            if cancel.status_code == 409 and cancel.json().get("code") == "ORDER_CAPTURED":
+                cancel = await gw.post(
+                    f"/v1/admin/orders/{ann}/cancel", json={}, headers=self._admin(f"{ann}-x")
+                )
             _ok(cancel)
             await self._until(gw, ann, {"CANCELLED", "REFUNDED"})
             await party.post(f"{sims['payment']}/config", json={"delay_ms": 0})

@@ -27,7 +27,9 @@ ReturnLine = tuple[str, int, str]  # (sku, qty, condition) as asked
 class ReturnRefused(FlashsaleError):
     """A return that cannot be recorded; `code` says why (NOT_FOUND, ORDER_NOT_CAPTURED,
     RETURN_EXCEEDS_ORDER, RETURN_NOT_SHIPPED (a supplier that reports its shipments has not
-    shipped the units yet), IDEMPOTENCY_CONFLICT, or a refund's refusal from changes.py).
+    shipped the units yet), IDEMPOTENCY_CONFLICT, ORDER_BUSY (a saga step of the order is
+    running: its compensation would give the restocked units back again), or a refund's refusal
+    from changes.py).
     Nothing was written."""
 
     def __init__(self, code: str, detail: str) -> None:
@@ -56,6 +58,7 @@ def digest(lines: Sequence[ReturnLine], reason: str) -> str:
 # The order row first, as the saga's write() and changes.py lock it: no lock-order deadlock.
 _ORDER = """
 SELECT o.order_id, o.sale_id, o.status, o.captured_minor,
+       coalesce(o.claimed_until > now(), false) AS busy,
        s.status <> 'closed' AND (s.ends_at IS NULL OR s.ends_at > now()) AS sale_running
 FROM orders o JOIN sales s USING (sale_id) WHERE o.order_id = $1 FOR UPDATE OF o
 """
@@ -141,6 +144,8 @@ async def record(
             return int(found["id"]), True
         if order["captured_minor"] <= 0 or order["status"] in NOT_UNDONE:
             raise ReturnRefused("ORDER_NOT_CAPTURED", f"order {order_id} is {order['status']}")
+        if order["busy"]:  # a running step read the order before this restock: it would undo
+            raise ReturnRefused("ORDER_BUSY", f"a step of order {order_id} is running; try again")
         parts = _split(list(await conn.fetch(_ROOM, order_id)), asked)
         return_id = await _write(conn, order, key, request, reason, parts)
     return return_id, False

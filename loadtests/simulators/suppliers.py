@@ -33,6 +33,7 @@ class SupplierConfig(Misbehaviour):
     cost_minor: dict[str, int] = field(default_factory=dict)
     lapse_next: int = 0  # this many next allocations get a lock that has already run out
     lapse_sells: int = 0  # 1: a lapsed lock's units are sold elsewhere, never given back
+    refuse_next: int = 0  # this many next allocations are refused (409 REFUSED), stock or not
 
 
 @dataclass(slots=True)
@@ -169,6 +170,9 @@ class SupplierSim:
         sku, qty, lock_s = doc.get("sku"), doc.get("qty"), doc.get("lock_s", 600)
         if not isinstance(sku, str) or not isinstance(qty, int) or qty < 1:
             return 422, {"code": "INVALID_REQUEST", "detail": "sku and qty >= 1 are required"}
+        if cfg.refuse_next > 0:
+            cfg.refuse_next -= 1
+            return 409, {"code": "REFUSED", "detail": "the supplier will not lock more now"}
         if self._available(cfg, sku) < qty:
             return 409, {"code": "OUT_OF_STOCK", "detail": f"{sku}: {cfg.stock[sku]} left"}
         cfg.stock[sku] -= qty

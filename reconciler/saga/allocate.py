@@ -35,7 +35,9 @@ async def _allocate_line(p: Parties, o: Order, line: Line) -> list[str]:
             continue
         key = o.key(line.sku, line.hold_supplier, supplier_id)
         try:
-            answer = await p.suppliers.allocate(supplier_id, key, line.sku, line.live_qty, p.lock_s)
+            answer = await p.suppliers.allocate(
+                supplier_id, key, line.sku, line.unshipped_qty, p.lock_s
+            )
         except PartyUnavailable:
             await _give_back(p, room)
             raise
@@ -56,7 +58,7 @@ async def _room(p: Parties, supplier_id: str, line: Line) -> RoomAnswer:
     """The feed room claimed for the line (no claim: the supplier has no level to respect)."""
     if p.feed_room is None:
         return NO_LEVEL
-    return await p.feed_room.claim(supplier_id, line.sku, line.live_qty)
+    return await p.feed_room.claim(supplier_id, line.sku, line.unshipped_qty)
 
 
 async def _give_back(p: Parties, room: RoomAnswer) -> None:
@@ -127,7 +129,7 @@ async def _options(p: Parties, o: Order, line: Line) -> list[dict[str, Any]]:
             quote = await p.suppliers.stock(supplier_id, line.sku)
         except PartyUnavailable:
             continue  # an option we cannot price is not offered
-        if quote is not None and quote.available >= line.live_qty:
+        if quote is not None and quote.available >= line.unshipped_qty:
             option = {"decision": "secondary", "supplier_id": supplier_id}
             options.append({**option, **secondary_margin(line, quote.cost_minor)})
     return options
@@ -197,7 +199,9 @@ async def allocate(p: Parties, o: Order) -> Decision:
         old = next((b for b in o.backorders if b.ref == line.ref), None)
         options = await _options(p, o, line)
         touched.append(
-            Backorder(old.id if old else 0, *line.ref, line.live_qty, "open", None, None, options)
+            Backorder(
+                old.id if old else 0, *line.ref, line.unshipped_qty, "open", None, None, options
+            )
         )
     d = _backordered(o, todo, short, touched + moved, note)
     d.notices += told
@@ -209,7 +213,7 @@ def _backordered(
     o: Order, todo: list[Line], short: list[Line], touched: list[Backorder], note: str
 ) -> Decision:
     refused = "; ".join(f"{line.sku}: {', '.join(line.refused_by)}" for line in short)
-    lines = [{"sku": x.sku, "qty": x.live_qty, "refused_by": x.refused_by} for x in short]
+    lines = [{"sku": x.sku, "qty": x.unshipped_qty, "refused_by": x.refused_by} for x in short]
     return Decision(
         "backordered",
         None if o.status == "PARTIALLY_FULFILLED" else "BACKORDERED",

@@ -17,9 +17,8 @@ from dataclasses import dataclass, field
 from flashsale.engine import Code
 from flashsale.reconciler.adapters import PartyUnavailable
 from flashsale.reconciler.saga.allocate import secondary_margin
-from flashsale.reconciler.saga.compensation import give_back, kept_out, void
+from flashsale.reconciler.saga.compensation import give_back, gone, kept_out, void
 from flashsale.reconciler.saga.parties import Parties, both
-from flashsale.store.saga.change_rooms import COUNTED
 from flashsale.store.saga.model import FINAL, Backorder, Change, Decision, Line, Notice, Order
 from flashsale.store.shipments import AWAITING, status_of
 
@@ -54,15 +53,7 @@ async def _refund(p: Parties, o: Order, ch: Change, amount: int, done: _Done) ->
     return amount
 
 
-def _gone(o: Order, line: Line) -> int:
-    """The line's live units that left its supplier, returned since or not, as the order's
-    status counts them (status_of): those its supplier reported; all of a confirmed line whose
-    supplier does not report shipments, once the order's status counts them."""
-    if line.status != "allocated" or line.live_qty <= 0:
-        return 0
-    if line.supplier_id not in o.reporting:
-        return line.live_qty if line.confirmed and o.status in COUNTED else 0
-    return min(line.shipped_qty, line.live_qty)
+_gone = gone
 
 
 def _shipped(o: Order, line: Line) -> int:
@@ -89,7 +80,7 @@ async def _free_at_supplier(p: Parties, o: Order, ch: Change, line: Line) -> str
             line.status = "cancelled"
         return "no lock"
     at, old = line.supplier_id, line.allocation_ref
-    rest = line.live_qty - min(line.shipped_qty, line.live_qty)  # shipped units stay shipped
+    rest = line.unshipped_qty  # shipped units stay shipped
     ref = await _lock(p, o, ch, line, rest, "relock") if rest else None
     answer = await p.suppliers.cancel(at, o.key(ch.id, "cancel", *line.ref), old)
     if not answer.ok and answer.code != "NOT_FOUND":
@@ -131,17 +122,21 @@ async def _cancel(p: Parties, o: Order, ch: Change, done: _Done) -> None:
     # cancelled before (given back then), unshippable, restocked by a return.
     cut = kept_out(o)
     unshippable = {line.ref for line, _ in parts if line.status in ("backordered", "waiting")}
+    paid: list[tuple[Line, int]] = []  # the units whose money is still with the shop
     for line, qty in parts:
+        taken = 0
         if ch.whole:  # refunded units it takes are cancelled now (their money came back)
             fresh = max(line.live_qty - line.refunded_qty - _shipped(o, line), 0)
-            line.refunded_qty -= min(line.refunded_qty, max(qty - fresh, 0))
+            taken = min(line.refunded_qty, max(qty - fresh, 0))
+            line.refunded_qty -= taken
+        paid.append((line, qty - taken))
         line.cancelled_qty += qty
         done.notes.append(await _free_at_supplier(p, o, ch, line))
         done.cancelled.append({"sku": line.sku, "qty": qty, "change_id": ch.id})
     refunded = 0
     if o.captured_minor:
         refunded = await _refund(p, o, ch, ch.amount_minor, done)
-        _spread(parts, refunded)
+        _spread(paid, refunded)
     if all(x.live_qty == 0 for x in o.lines):
         done.whole = True
         if not o.captured_minor:
@@ -290,13 +285,13 @@ def _close_backorders(o: Order) -> list[Backorder]:
     touched = []
     for b in o.backorders:
         line = _line(o, b.sku, b.hold_supplier)
-        if b.status not in ("open", "waiting") or b.qty == line.live_qty:
+        if b.status not in ("open", "waiting") or b.qty == line.unshipped_qty:
             continue
         if line.live_qty == 0:
             b.status = "cancelled"
             line.status = "cancelled"
         else:
-            b.qty = line.live_qty
+            b.qty = line.unshipped_qty
             for option in b.options:  # a secondary's margin, for the units left
                 if option.get("decision") == "secondary":
                     option.update(secondary_margin(line, int(option["cost_minor"])))

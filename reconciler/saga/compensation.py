@@ -7,6 +7,7 @@ from __future__ import annotations
 from flashsale.engine import Code
 from flashsale.reconciler.adapters import PartyUnavailable
 from flashsale.reconciler.saga.parties import Parties
+from flashsale.store.saga.change_rooms import COUNTED
 from flashsale.store.saga.model import Line, Order
 
 Writeoff = tuple[tuple[str, str, int], ...]  # (sku, supplier, qty) that leave the stock
@@ -27,16 +28,28 @@ async def give_back(p: Parties, o: Order, reason: str, writeoff: Writeoff) -> st
     raise PartyUnavailable(f"compensate {o.order_id}: {result.code} {result.status}")
 
 
+def gone(o: Order, line: Line) -> int:
+    """The line's live units that left its supplier, returned since or not, as the order's
+    status counts them (status_of): those its supplier reported; all of a confirmed line whose
+    supplier does not report shipments, once the order's status counts them."""
+    if line.status != "allocated" or line.live_qty <= 0:
+        return 0
+    if line.supplier_id not in o.reporting:
+        return line.live_qty if line.confirmed and o.status in COUNTED else 0
+    return min(line.shipped_qty, line.live_qty)
+
+
 def kept_out(o: Order) -> Writeoff:
     """The hold's units a compensation must not put back on sale (written off instead), so no
     unit is given back twice: per line the units cancelled (a partial cancel gave them back
     already, or they were unshippable), the live units of lines no supplier could ship
-    (backordered, waiting), and the units a return put back on sale. Read it before
-    cancel_allocations, which marks every line cancelled."""
+    (backordered, waiting), and the units that left (shipped: a return put some back on sale
+    already). Read it before cancel_allocations, which marks every line cancelled."""
     out = []
     for line in o.lines:
         unshippable = line.status in ("backordered", "waiting")
-        n = line.cancelled_qty + (line.live_qty if unshippable else line.restocked_qty)
+        left = max(gone(o, line), line.shipped_qty, line.restocked_qty)
+        n = line.cancelled_qty + (line.live_qty if unshippable else left)
         if n > 0:
             out.append((line.sku, line.hold_supplier, min(n, line.qty)))
     return tuple(out)

@@ -46,6 +46,11 @@ class Line:
         return self.qty - self.cancelled_qty
 
     @property
+    def unshipped_qty(self) -> int:
+        """The live units its supplier has not reported shipped: what an allocation asks for."""
+        return self.live_qty - min(self.shipped_qty, self.live_qty)
+
+    @property
     def amount_minor(self) -> int:
         return self.live_qty * self.price_minor
 
