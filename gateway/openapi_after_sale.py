@@ -1,4 +1,4 @@
-"""The OpenAPI part of the after-sale routes of helper 3: returns, the settlement, and the
+"""The OpenAPI part of the after-sale routes: returns, the settlement, and the
 sale's credit policy (gateway/returns.py, gateway/settlement.py)."""
 
 from __future__ import annotations

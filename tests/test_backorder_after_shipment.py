@@ -1,4 +1,4 @@
-"""A line sent back to supplier.allocate after part of it shipped (review R3 of issue 16): the
+"""A line sent back to supplier.allocate after part of it shipped: the
 supplier is asked for its unshipped units only, its backorder is for those; the retailer's
 "cancel" of that backorder cancels and pays back those units only, never the shipped ones, and
 puts none back on sale. A backorder "cancel" on an order refunded in full ends it REFUNDED

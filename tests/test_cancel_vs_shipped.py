@@ -1,4 +1,4 @@
-"""Cancels and refunds against units that have shipped (review R2 of issue 16): a shipment that
+"""Cancels and refunds against units that have shipped: a shipment that
 arrives while a cancel is pending ships only what the cancel leaves; a line cut down after part of
 it shipped is locked again for the unshipped rest only, asked for before the old lock goes; a
 refund of everything leaves an order with units still to ship open for its shipments; a whole

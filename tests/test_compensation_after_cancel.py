@@ -1,9 +1,9 @@
-"""Compensations after a partial cancel give every unit back once (review R2, finding 1): a
-capture refused, the retailer's "cancel" of a backorder and a declined authorisation put back
-only the units the cancel did not give back already; a whole cancel with an authorisation that
-lapsed ends CANCELLED instead of dead-lettering (finding 7); cancelling the line an order waits
-for lets it finish now (finding 5); an operator's new promised date reaches a step that a
-pending change displaced (finding 9). Through the gateway, the saga and the simulators."""
+"""Compensations after a partial cancel give every unit back once: a capture refused, the
+retailer's "cancel" of a backorder and a declined authorisation put back only the units the
+cancel did not give back already; a whole cancel with an authorisation that lapsed ends
+CANCELLED instead of dead-lettering; cancelling the line an order waits for lets it finish now;
+an operator's new promised date reaches a step that a pending change displaced. Through the
+gateway, the saga and the simulators."""
 
 from __future__ import annotations
 
