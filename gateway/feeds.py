@@ -14,6 +14,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 import time
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import asyncpg
 from starlette.requests import Request
@@ -88,11 +90,20 @@ async def _secret(state: GatewayState, supplier_id: str) -> str:
     return secret
 
 
-async def post_feed(request: Request) -> Response:
+SecretOf = Callable[[GatewayState, str], Awaitable[str]]
+
+
+async def signed_json(
+    request: Request, max_bytes: int, secret_of: SecretOf
+) -> tuple[str, dict[str, Any]]:
+    """The supplier of the path and the JSON object of a request it signed: the body read whole
+    (at most `max_bytes`), the supplier's secret looked up (`secret_of` refuses a supplier that
+    takes no such request), the signature checked (401), and only then the JSON parsed. The
+    stock webhook and the shipment webhook both come through here."""
     state: GatewayState = request.app.state.gateway
     supplier_id = parse_path_id(request.path_params["supplier"], "supplier")
-    body = await _body(request, state.settings.feed_max_body_bytes)
-    secret = await _secret(state, supplier_id)
+    body = await _body(request, max_bytes)
+    secret = await secret_of(state, supplier_id)
     headers = request.headers
     check_signature(
         secret,
@@ -103,7 +114,13 @@ async def post_feed(request: Request) -> Response:
         time.time(),
     )
     require_json(request.scope)
-    delivery = parse_delivery(supplier_id, parse_json_object(body))
+    return supplier_id, parse_json_object(body)
+
+
+async def post_feed(request: Request) -> Response:
+    state: GatewayState = request.app.state.gateway
+    supplier_id, doc = await signed_json(request, state.settings.feed_max_body_bytes, _secret)
+    delivery = parse_delivery(supplier_id, doc)
     try:
         async with state.feed_turns.turn(supplier_id), state.pool.acquire() as conn:
             receipt = await receive(conn, state.engine, delivery)

@@ -11,7 +11,6 @@ secret, FLASHSALE_FEED_SIGNATURE_WINDOW_S); only a supplier whose config says
 from __future__ import annotations
 
 import json
-import time
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -20,8 +19,7 @@ from starlette.responses import Response
 
 from flashsale.gateway.admin import require_admin
 from flashsale.gateway.feed_schemas import _fields, _int
-from flashsale.gateway.feeds import PG_ERRORS, _body, check_signature
-from flashsale.gateway.http import parse_json_object, require_json
+from flashsale.gateway.feeds import PG_ERRORS, signed_json
 from flashsale.gateway.problems import Problem, invalid, unavailable
 from flashsale.gateway.responses import json_response, read_json
 from flashsale.gateway.schemas import parse_path_id
@@ -118,20 +116,8 @@ async def _secret(state: GatewayState, supplier_id: str) -> str:
 
 async def post_shipment(request: Request) -> Response:
     state: GatewayState = request.app.state.gateway
-    supplier_id = parse_path_id(request.path_params["supplier"], "supplier")
-    body = await _body(request, MAX_SHIPMENT_BYTES)
-    secret = await _secret(state, supplier_id)
-    headers = request.headers
-    check_signature(
-        secret,
-        headers.get("x-flashsale-timestamp"),
-        headers.get("x-flashsale-signature"),
-        body,
-        state.settings.feed_signature_window_s,
-        time.time(),
-    )
-    require_json(request.scope)
-    shipment = parse_shipment(supplier_id, parse_json_object(body))
+    supplier_id, body = await signed_json(request, MAX_SHIPMENT_BYTES, _secret)
+    shipment = parse_shipment(supplier_id, body)
     try:
         async with state.pool.acquire() as conn:
             receipt = await shipments.record(conn, shipment)

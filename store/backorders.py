@@ -6,21 +6,16 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from flashsale.engine.errors import FlashsaleError
 from flashsale.store.db import Connection
 from flashsale.store.orders import BACKORDER_COLUMNS, Row
+from flashsale.store.refused import Refused
 from flashsale.store.saga.claims import REARM
 from flashsale.store.saga.model import FINAL
 
 
-class DecisionRefused(FlashsaleError):
+class DecisionRefused(Refused):
     """A decision that cannot be recorded; `code` says why (NOT_FOUND, BACKORDER_CLOSED,
     SAGA_STEP_DEAD, NOT_OFFERED). Nothing was written."""
-
-    def __init__(self, code: str, detail: str) -> None:
-        super().__init__(f"{code}: {detail}")
-        self.code = code
-        self.detail = detail
 
 
 async def in_status(conn: Connection, status: str, limit: int = 1000) -> list[Row]:

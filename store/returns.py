@@ -16,26 +16,21 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from flashsale.engine.errors import FlashsaleError
 from flashsale.store.db import Connection
+from flashsale.store.refused import Refused
 from flashsale.store.saga import changes
 
 CONDITIONS = ("restockable", "damaged")
 ReturnLine = tuple[str, int, str]  # (sku, qty, condition) as asked
 
 
-class ReturnRefused(FlashsaleError):
+class ReturnRefused(Refused):
     """A return that cannot be recorded; `code` says why (NOT_FOUND, ORDER_NOT_CAPTURED,
     RETURN_EXCEEDS_ORDER, RETURN_NOT_SHIPPED (a supplier that reports its shipments has not
     shipped the units yet), IDEMPOTENCY_CONFLICT, ORDER_BUSY (a saga step of the order is
     running: its compensation would give the restocked units back again), or a refund's refusal
     from changes.py).
     Nothing was written."""
-
-    def __init__(self, code: str, detail: str) -> None:
-        super().__init__(f"{code}: {detail}")
-        self.code = code
-        self.detail = detail
 
 
 @dataclass(frozen=True, slots=True)

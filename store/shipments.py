@@ -13,8 +13,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from flashsale.engine.errors import FlashsaleError
 from flashsale.store.db import Connection
+from flashsale.store.refused import Refused
 from flashsale.store.saga.claims import TRANSITION
 
 # Orders that will never ship: a shipment of one is refused (409 ORDER_CLOSED).
@@ -24,15 +24,10 @@ AWAITING = frozenset({"CONFIRMED", "PARTIALLY_FULFILLED"})
 _RANK = {"CONFIRMED": 0, "PARTIALLY_FULFILLED": 1, "FULFILLED": 2}
 
 
-class ShipmentRefused(FlashsaleError):
+class ShipmentRefused(Refused):
     """A shipment that cannot be applied; `code` says why (NOT_FOUND, ORDER_CLOSED,
     SAGA_STEP_DEAD, LINE_NOT_CONFIRMED, UNKNOWN_SKU, SHIPMENT_EXCEEDS_ORDER, SHIPMENT_ID_REUSED).
     Nothing was written."""
-
-    def __init__(self, code: str, detail: str) -> None:
-        super().__init__(f"{code}: {detail}")
-        self.code = code
-        self.detail = detail
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,19 +8,14 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from flashsale.engine.errors import FlashsaleError
 from flashsale.store.db import Connection
+from flashsale.store.refused import Refused
 
 
-class ChangeRefused(FlashsaleError):
+class ChangeRefused(Refused):
     """A change that cannot be recorded; `code` says why (NOT_FOUND, ORDER_FINAL, ORDER_CAPTURED,
     LINE_SHIPPED, UNKNOWN_LINE, LINE_QTY_EXCEEDED, NOTHING_TO_CANCEL, REFUND_EXCEEDS_CAPTURED,
     SAGA_STEP_DEAD, IDEMPOTENCY_KEY_REUSED, INVALID_REQUEST). Nothing was written."""
-
-    def __init__(self, code: str, detail: str) -> None:
-        super().__init__(f"{code}: {detail}")
-        self.code = code
-        self.detail = detail
 
 
 # The statuses that count a confirmed line of a supplier not reporting shipments as shipped.
